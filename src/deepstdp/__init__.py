@@ -1,0 +1,6 @@
+"""deepstdp: deep unsupervised learning with spike-timing-dependent plasticity."""
+
+from deepstdp.clustering import KMeansClustering, PCAWhitening
+
+__version__ = "0.1.0"
+__all__ = ["KMeansClustering", "PCAWhitening", "__version__"]

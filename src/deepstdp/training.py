@@ -1,0 +1,300 @@
+"""The DeepCluster loop: features -> PCA-whitening -> clustering -> pseudo-labels -> train.
+
+Epoch 0 clusters the features of the untrained network; each later epoch trains one pass on the
+previous epoch's pseudo-labels, then re-clusters. That clustering is both the epoch's evaluation
+and the next epoch's targets, so no features are computed twice.
+
+Every random draw of an epoch comes from generators seeded by (seed, epoch), so a run resumed
+from a checkpoint continues exactly as an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
+from torch import nn
+from tqdm import tqdm
+
+from deepstdp import __version__
+from deepstdp.clustering import Clusterer, KMeansClustering, PCAWhitening
+from deepstdp.config import TrainConfig
+from deepstdp.data import (
+    ImageSet,
+    channel_stats,
+    load_dataset,
+    normalize,
+    random_resized_crop_flip,
+    to_float_tensor,
+)
+from deepstdp.metrics import cluster_metrics, cluster_sizes
+from deepstdp.models import ConvNet
+from deepstdp.util import DeepSTDPError, atomic_write, write_json_atomic, write_text_atomic
+
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png")
+
+
+def epoch_seed(seed: int, epoch: int, stream: int) -> int:
+    """Independent 63-bit seeds per (run seed, epoch, purpose)."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def native_bf16() -> bool:
+    """True where the CPU computes bf16 natively (AMX or AVX512-BF16), not by emulation."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def use_bf16(precision: str) -> bool:
+    return precision == "bf16" or (precision == "auto" and native_bf16())
+
+
+def make_clusterer(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
+    if cfg.clusterer == "kmeans":
+        return KMeansClustering(k, seed=seed)
+    from deepstdp.snn import STDPClustering  # numba compiles on first use: import only if needed
+
+    try:
+        return STDPClustering(k, seed=seed, **cfg.stdp)
+    except TypeError as e:
+        raise DeepSTDPError(f"bad STDP setting: {e}") from None
+
+
+def uniform_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n indices drawn evenly over the non-empty clusters (DeepCluster's UnifLabelSampler).
+
+    Without it a cluster that swallowed half the data would dominate the training signal.
+    """
+    clusters = np.unique(labels)
+    per = int(np.ceil(n / len(clusters)))
+    idx = []
+    for c in clusters:
+        members = np.flatnonzero(labels == c)
+        idx.append(rng.choice(members, per, replace=len(members) < per))
+    idx = np.concatenate(idx)
+    rng.shuffle(idx)
+    return idx[:n]
+
+
+class Data:
+    """Train and val images as normalised float tensors, plus their true labels."""
+
+    def __init__(self, cfg: TrainConfig, progress: bool):
+        kw = dict(data_root=cfg.data_root, classes=cfg.classes, progress=progress)
+        self.train: ImageSet = load_dataset(cfg.dataset, "train", **kw)
+        self.val: ImageSet = load_dataset(cfg.dataset, "val", **kw)
+        size = cfg.image_size or (32 if cfg.dataset == "digits" else 64)
+        mean, std = channel_stats(self.train.images)
+        self.x_train = normalize(to_float_tensor(self.train.images, size), mean, std)
+        self.x_val = normalize(to_float_tensor(self.val.images, size), mean, std)
+        self.mean, self.std = mean, std
+
+
+@contextmanager
+def autocast(bf16: bool) -> Iterator[None]:
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        yield
+
+
+@torch.no_grad()
+def extract_features(model: ConvNet, x: torch.Tensor, bf16: bool, batch: int = 256,
+                     progress: bool = False, desc: str = "features") -> np.ndarray:
+    model.eval()
+    out = []
+    for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
+        xb = x[i:i + batch]
+        if bf16:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(bf16):
+            out.append(model.features(xb).float())
+    return torch.cat(out).numpy()
+
+
+def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
+                targets: np.ndarray, k: int, cfg: TrainConfig, epoch: int, bf16: bool,
+                progress: bool) -> float:
+    """One pass of len(x) uniformly sampled images on the pseudo-labels; returns mean loss."""
+    rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, 1))
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2))
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, 3))  # dropout and the new top layer
+    model.reset_top(k)
+    top_opt = torch.optim.SGD(model.top.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                              weight_decay=cfg.weight_decay)
+    idx = torch.from_numpy(uniform_sample(targets, len(x), rng))
+    y = torch.from_numpy(targets)
+    model.train()
+    total, count = 0.0, 0
+    batches = range(0, len(idx) - cfg.batch_size + 1, cfg.batch_size)  # drop last: BatchNorm
+    for i in tqdm(batches, desc=f"train {epoch}", disable=not progress, leave=False):
+        b = idx[i:i + cfg.batch_size]
+        xb = random_resized_crop_flip(x[b], gen, scale=(cfg.crop_scale, 1.0))
+        if bf16:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(bf16):
+            loss = nn.functional.cross_entropy(model(xb).float(), y[b])
+        optimizer.zero_grad(set_to_none=True)
+        top_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        top_opt.step()
+        total += loss.item() * len(b)
+        count += len(b)
+    return total / max(count, 1)
+
+
+class Run:
+    """A run directory: config, metrics, checkpoint and curves, never overwritten by accident."""
+
+    def __init__(self, out: str | Path, cfg: TrainConfig, resume: bool = False,
+                 force: bool = False):
+        self.dir = Path(out)
+        self.cfg = cfg
+        existing = [f for f in RUN_FILES if (self.dir / f).exists()]
+        if resume:
+            if not (self.dir / "checkpoint.pt").exists():
+                raise DeepSTDPError(f"nothing to resume: {self.dir / 'checkpoint.pt'} not found")
+            saved = json.loads((self.dir / "config.json").read_text())
+            saved.pop("version", None)
+            self._check_same(saved)
+        elif existing and not force:
+            raise DeepSTDPError(
+                f"run directory {self.dir} already holds a run ({', '.join(existing)}); "
+                "use --resume to continue it or --force to replace it")
+        elif existing:
+            for f in existing:
+                (self.dir / f).unlink()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(self.dir / "config.json", {**cfg.to_dict(), "version": __version__})
+
+    def _check_same(self, saved: dict[str, Any]) -> None:
+        now = self.cfg.to_dict()
+        diff = [k for k in now if k not in ("epochs", "threads") and saved.get(k) != now[k]]
+        if diff:
+            raise DeepSTDPError(
+                f"cannot resume {self.dir}: settings differ from the saved run ({', '.join(diff)})")
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self.dir / "metrics.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        write_text_atomic(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(state, p))
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        return torch.load(self.dir / "checkpoint.pt", weights_only=False)
+
+
+def cluster(cfg: TrainConfig, feats: np.ndarray, clusterer: Clusterer | None, k: int,
+            epoch: int) -> tuple[PCAWhitening, Clusterer, np.ndarray]:
+    """PCA-whiten and cluster; the spiking layer may continue from last epoch's weights."""
+    pca = PCAWhitening(cfg.pca_dim)
+    z = pca.fit_transform(feats)
+    if clusterer is not None and cfg.clusterer == "stdp" and cfg.stdp_carry == "continue":
+        clusterer.partial_fit(z)
+        return pca, clusterer, clusterer.labels_
+    clusterer = make_clusterer(cfg, k, epoch_seed(cfg.seed, epoch, 0) % 2**31)
+    return pca, clusterer, clusterer.fit_predict(z)
+
+
+def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
+          quiet: bool = False) -> list[dict[str, Any]]:
+    """Run (or resume) the DeepCluster loop; returns the metrics of every epoch."""
+    cfg.validate()
+    threads = cfg.threads or os.cpu_count() or 1
+    run = Run(out, cfg, resume=resume, force=force)
+    torch.set_num_threads(threads)
+    with threadpool_limits(threads):
+        return _train(cfg, run, resume, not quiet)
+
+
+def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]:
+    from deepstdp.report import plot_curves
+
+    data = Data(cfg, progress)
+    k = cfg.k or data.train.n_classes
+    if k > len(data.train.labels):
+        raise DeepSTDPError(f"--k {k} exceeds the {len(data.train.labels)} training images")
+    bf16 = use_bf16(cfg.precision)
+    torch.manual_seed(cfg.seed)
+    model = ConvNet(data.x_train.shape[1], k, widths=cfg.widths, feat_dim=cfg.feat_dim,
+                    sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout)
+    if bf16:
+        model = model.to(memory_format=torch.channels_last)
+    body = [p for n, p in model.named_parameters() if not n.startswith("top.")]
+    optimizer = torch.optim.SGD(body, lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay)
+    clusterer: Clusterer | None = None
+    labels: np.ndarray | None = None
+    rows: list[dict[str, Any]] = []
+    start = 0
+    if resume:
+        ck = run.load_checkpoint()
+        model.load_state_dict(ck["model"])
+        optimizer.load_state_dict(ck["optimizer"])
+        labels = ck["labels"]
+        clusterer = make_clusterer(cfg, k, 0)
+        clusterer.load_state_dict(ck["clusterer"])
+        start = ck["epoch"] + 1
+        rows = [r for r in run.metrics() if r["epoch"] < start]
+        if progress:
+            print(f"resuming {run.dir} after epoch {ck['epoch']}")
+
+    for epoch in range(start, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        loss = None
+        if epoch > 0:
+            loss = train_epoch(model, optimizer, data.x_train, labels, k, cfg, epoch, bf16,
+                               progress)
+        t1 = time.perf_counter()
+        feats = extract_features(model, data.x_train, bf16, progress=progress)
+        t2 = time.perf_counter()
+        pca, clusterer, new = cluster(cfg, feats, clusterer, k, epoch)
+        t3 = time.perf_counter()
+        val_pred = clusterer.predict(pca.transform(extract_features(model, data.x_val, bf16)))
+        row: dict[str, Any] = {"epoch": epoch, "loss": loss}
+        row.update(cluster_metrics(data.train.labels, new))
+        row["nmi_prev"] = None if labels is None else cluster_metrics(labels, new)["nmi"]
+        row.update({f"val_{m}": v for m, v in cluster_metrics(data.val.labels, val_pred).items()})
+        row["cluster_sizes"] = cluster_sizes(new, k)
+        row.update(getattr(clusterer, "diagnostics", dict)())
+        t4 = time.perf_counter()
+        row.update(time_train=t1 - t0, time_features=t2 - t1, time_cluster=t3 - t2,
+                   time_eval=t4 - t3)
+        labels = new
+        rows.append(row)
+        run.save_checkpoint({
+            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "labels": labels, "clusterer": clusterer.state_dict(), "pca": pca.state_dict(),
+            "input_mean": data.mean, "input_std": data.std, "config": cfg.to_dict(),
+            "version": __version__,
+        })
+        run.write_metrics(rows)
+        plot_curves(rows, run.dir / "curves.png")
+        if progress:
+            print(format_row(row), flush=True)
+    return rows
+
+
+def format_row(r: dict[str, Any]) -> str:
+    sizes = r["cluster_sizes"]
+    secs = r["time_train"] + r["time_features"] + r["time_cluster"] + r["time_eval"]
+    loss = "" if r["loss"] is None else f"loss {r['loss']:.3f}  "
+    return (f"epoch {r['epoch']:3d}  {loss}ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
+            f"ARI {r['ari']:.3f} | val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} "
+            f"ARI {r['val_ari']:.3f} | clusters {min(sizes)}-{max(sizes)} | {secs:.1f}s")

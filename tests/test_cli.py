@@ -1,0 +1,84 @@
+"""The command line: one-line errors with exit code 2, and run directories kept safe."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from deepstdp.cli import main
+
+SMALL = ["--widths", "16,M", "--feat-dim", "32", "--pca-dim", "16", "--image-size", "12",
+         "--threads", "2", "--quiet"]
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "deepstdp.cli", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--k", "1"], "--k must be at least 2"),
+        (["--k", "5000"], "--k 5000 exceeds the 1437 training images"),
+        (["--epochs", "0"], "--epochs must be at least 1"),
+        (["--widths", "16,X"], "bad --widths entry 'X'"),
+        (["--classes", "5"], "digits always has its 10 classes"),
+        (["--dataset", "tiny-imagenet", "--data-root", "/nonexistent"], "/nonexistent"),
+        (["--config", "/nonexistent.json"], "config file not found"),
+        (["--stdp", "novalue"], "use KEY=VALUE"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.delenv("DEEPSTDP_DATA", raising=False)
+    code = main(["train", "--out", str(tmp_path / "run"), *SMALL, *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unknown_clusterer_is_rejected_by_the_parser():
+    proc = run_cli("train", "--clusterer", "dbscan")
+    assert proc.returncode == 2 and "invalid choice: 'dbscan'" in proc.stderr
+
+
+def test_run_directory_is_never_overwritten_without_asking(tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", "--out", out, "--epochs", "1", *SMALL]) == 0
+    before = (tmp_path / "run" / "metrics.jsonl").read_bytes()
+    assert main(["train", "--out", out, "--epochs", "1", *SMALL]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
+    # Resuming with other settings is refused too; --force replaces.
+    assert main(["train", "--out", out, "--epochs", "2", "--resume", *SMALL, "--lr", "0.1"]) == 2
+    assert "settings differ" in capsys.readouterr().err
+    assert main(["train", "--out", out, "--epochs", "1", "--force", *SMALL, "--seed", "4"]) == 0
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 4
+
+
+def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
+    assert main(["train", "--out", str(tmp_path / "none"), "--resume", *SMALL]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_config_file_then_command_line_override(tmp_path):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"epochs": 1, "seed": 7, "lr": 0.02}))
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(cfg), "--seed", "8", "--out", str(out), *SMALL]) == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["epochs"], saved["seed"], saved["lr"]) == (1, 8, 0.02)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"epochz": 1}))
+    assert main(["train", "--config", str(bad), "--out", str(tmp_path / "r2"), *SMALL]) == 2
+
+
+def test_download_without_network_fails_cleanly(tmp_path, monkeypatch):
+    import urllib.request
+
+    def refuse(*a, **k):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
+    assert main(["download", "--data-root", str(tmp_path), "--quiet"]) == 2

@@ -1,0 +1,61 @@
+"""End-to-end runs of the loop: real data, real metrics, resume and determinism."""
+
+import json
+
+import numpy as np
+
+from deepstdp.config import TrainConfig
+from deepstdp.training import train
+
+SMALL = dict(widths="16,M,32,M", feat_dim=64, pca_dim=32, threads=2, image_size=16)
+TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
+
+
+def strip_times(rows):
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+
+
+def test_two_epochs_on_digits_write_a_complete_run(tmp_path):
+    rows = train(TrainConfig(epochs=2, **SMALL), tmp_path / "run", quiet=True)
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    saved = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    assert saved == json.loads(json.dumps(rows))
+    keys = {"epoch", "acc", "nmi", "ari", "nmi_prev", "val_acc", "val_nmi", "val_ari",
+            "cluster_sizes", *TIMES}
+    assert keys <= set(saved[-1])
+    assert sum(saved[-1]["cluster_sizes"]) == 1437 and len(saved[-1]["cluster_sizes"]) == 10
+    assert saved[0]["nmi_prev"] is None and 0 < saved[-1]["nmi_prev"] <= 1
+    # Digits cluster far above the 10% of chance even with this tiny network.
+    assert saved[-1]["acc"] > 0.3 and saved[-1]["val_acc"] > 0.3
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["version"] and config["widths"] == "16,M,32,M" and config["k"] is None
+
+
+def test_same_seed_same_metrics_and_resume_matches_uninterrupted(tmp_path):
+    cfg = TrainConfig(epochs=2, seed=3, **SMALL)
+    a = train(cfg, tmp_path / "a", quiet=True)
+    b = train(cfg, tmp_path / "b", quiet=True)
+    assert strip_times(a) == strip_times(b)
+
+    train(TrainConfig(epochs=1, seed=3, **SMALL), tmp_path / "c", quiet=True)
+    c = train(cfg, tmp_path / "c", resume=True, quiet=True)
+    assert strip_times(c) == strip_times(a)
+    lines = (tmp_path / "c" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+
+
+def test_different_seed_gives_a_different_run(tmp_path):
+    a = train(TrainConfig(epochs=1, seed=0, **SMALL), tmp_path / "a", quiet=True)
+    b = train(TrainConfig(epochs=1, seed=1, **SMALL), tmp_path / "b", quiet=True)
+    assert strip_times(a) != strip_times(b)
+
+
+def test_one_epoch_on_the_shared_tiny_imagenet_subset(tmp_path, shared_data):
+    cfg = TrainConfig(dataset="tiny-imagenet", data_root=str(shared_data), epochs=1, threads=2)
+    rows = train(cfg, tmp_path / "run", quiet=True)
+    last = rows[-1]
+    assert sum(last["cluster_sizes"]) == 5000 and len(last["cluster_sizes"]) == 10
+    assert 0.1 <= last["acc"] <= 1 and 0 <= last["nmi"] <= 1
+    assert np.isfinite(last["loss"])
