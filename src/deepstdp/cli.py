@@ -86,6 +86,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_list(text: str, kind: type, what: str) -> list:
+    try:
+        items = [kind(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise DeepSTDPError(f"bad {what} list {text!r}") from None
+    if not items or len(set(items)) != len(items):
+        raise DeepSTDPError(f"{what} list {text!r} must be non-empty without repeats")
+    return items
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from deepstdp.compare import run_all, write_report
+
+    cfg = config_from_args(args)
+    clusterers = parse_list(args.clusterers, str, "--clusterers")
+    for c in clusterers:
+        dataclasses.replace(cfg, clusterer=c).validate()
+    seeds = parse_list(args.seeds, int, "--seeds")
+    if args.jobs < 1:
+        raise DeepSTDPError(f"--jobs must be at least 1, got {args.jobs}")
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    if not args.report_only:
+        run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
+                force=args.force)
+    command = "deepstdp " + " ".join(sys.argv[1:]) if args.command_line is None \
+        else args.command_line
+    summary = write_report(out, clusterers, seeds, command, time.perf_counter() - t0)
+    for c in clusterers:
+        s = summary[c]
+        print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
+              f"  val ACC {s['final_val_acc']['mean']:.3f} ± {s['final_val_acc']['std']:.3f}")
+    if "relative_acc_gain_pct" in summary:
+        print(f"relative ACC gain {summary['relative_acc_gain_pct']:+.1f}%, iso-accuracy "
+              f"speed-up {summary['iso_accuracy_speedup_epochs']} (epochs)")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
 def cmd_download(args: argparse.Namespace) -> int:
     from deepstdp.data import download_tiny_imagenet
 
@@ -108,6 +150,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
     t.set_defaults(func=cmd_train)
+
+    c = sub.add_parser("compare", help="k-means against STDP pseudo-labels over seeds")
+    add_train_args(c)
+    c.add_argument("--clusterers", default="kmeans,stdp", help="default kmeans,stdp")
+    c.add_argument("--seeds", default="0,1,2", help="default 0,1,2")
+    c.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
+    c.add_argument("--out", required=True, help="comparison directory")
+    c.add_argument("--resume", action="store_true", help="continue a stopped comparison")
+    c.add_argument("--force", action="store_true", help="replace a comparison in --out")
+    c.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    c.add_argument("--command-line", help=argparse.SUPPRESS)
+    c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser("download", help="fetch and unpack the official Tiny ImageNet zip")
     d.add_argument("--data-root", required=True, help="folder to unpack into")

@@ -1,0 +1,166 @@
+"""`deepstdp compare`: one run per (clusterer, seed) on identical settings, then the summary.
+
+The runs are ordinary run directories under OUT/runs/, so a stopped comparison resumes run by
+run, and any one of them can be inspected or resumed with `deepstdp train` alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deepstdp.config import TrainConfig
+from deepstdp.training import train
+from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
+
+METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari")
+TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
+
+
+def run_dir(out: Path, clusterer: str, seed: int) -> Path:
+    return out / "runs" / f"{clusterer}-seed{seed}"
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    f = path / "metrics.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+
+
+def _one_run(job: tuple[TrainConfig, str, bool]) -> str:
+    cfg, out, quiet = job
+    path = Path(out)
+    done = read_metrics(path)
+    if done and done[-1]["epoch"] >= cfg.epochs:
+        return f"{path.name}: already complete"
+    train(cfg, path, resume=(path / "checkpoint.pt").exists(), quiet=quiet)
+    return f"{path.name}: done"
+
+
+def run_all(base: TrainConfig, clusterers: list[str], seeds: list[int], out: Path,
+            jobs: int = 1, resume: bool = False, force: bool = False) -> None:
+    """Train every (clusterer, seed); `jobs` runs side by side share the cores between them."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = {"base": base.to_dict(), "clusterers": clusterers, "seeds": seeds}
+    spec_file = out / "compare.json"
+    if spec_file.exists() and not force:
+        if not resume:
+            raise DeepSTDPError(f"{out} already holds a comparison; use --resume or --force")
+        saved = json.loads(spec_file.read_text())
+        if {**saved, "base": {**saved["base"], "epochs": 0, "threads": 0}} != {
+                **spec, "base": {**spec["base"], "epochs": 0, "threads": 0}}:
+            raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ")
+    elif force:
+        shutil.rmtree(out / "runs", ignore_errors=True)
+    write_json_atomic(spec_file, spec)
+    threads = base.threads or max(1, (mp.cpu_count() or 1) // jobs)
+    work = []
+    for c in clusterers:
+        for s in seeds:
+            cfg = dataclasses.replace(base, clusterer=c, seed=s, threads=threads)
+            work.append((cfg, str(run_dir(out, c, s)), jobs > 1))
+    t0 = time.perf_counter()
+    if jobs == 1:
+        results = map(_one_run, work)
+    else:
+        pool = mp.get_context("spawn").Pool(jobs)
+        results = pool.imap_unordered(_one_run, work)
+    for i, msg in enumerate(results, 1):
+        print(f"[{i}/{len(work)}] {msg}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+    if jobs > 1:
+        pool.close()
+        pool.join()
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"mean": float(np.mean(values)), "std": float(np.std(values))}
+
+
+def curves(out: Path, clusterer: str, seeds: list[int]) -> dict[str, np.ndarray]:
+    """Per-metric (seeds, epochs) arrays plus cumulative wall seconds, for one clusterer."""
+    runs = [read_metrics(run_dir(out, clusterer, s)) for s in seeds]
+    n = min(len(r) for r in runs)
+    if n == 0:
+        raise DeepSTDPError(f"no finished epoch for {clusterer} in {out}")
+    res = {m: np.array([[row[m] for row in r[:n]] for r in runs]) for m in METRICS}
+    res["seconds"] = np.array([np.cumsum([sum(row[t] for t in TIMES) for row in r[:n]])
+                               for r in runs])
+    res["epoch"] = np.array([row["epoch"] for row in runs[0][:n]])
+    return res
+
+
+def first_reaching(mean_curve: np.ndarray, target: float) -> int | None:
+    hits = np.flatnonzero(mean_curve >= target - 1e-12)
+    return int(hits[0]) if len(hits) else None
+
+
+def summarise(out: Path, clusterers: list[str], seeds: list[int], baseline: str = "kmeans",
+              challenger: str = "stdp") -> dict[str, Any]:
+    summary: dict[str, Any] = {"seeds": seeds}
+    data = {c: curves(out, c, seeds) for c in clusterers}
+    for c, d in data.items():
+        summary[c] = {f"final_{m}": _stats(d[m][:, -1].tolist()) for m in METRICS}
+        summary[c]["best_acc"] = _stats(d["acc"].max(axis=1).tolist())
+        summary[c]["best_val_acc"] = _stats(d["val_acc"].max(axis=1).tolist())
+        summary[c]["seconds_per_epoch"] = float(np.diff(d["seconds"], axis=1).mean())
+        summary[c]["acc_curve"] = d["acc"].mean(axis=0).tolist()
+    summary["epochs"] = int(min(d["epoch"][-1] for d in data.values()))
+    if baseline in data and challenger in data:
+        b, c = summary[baseline], summary[challenger]
+        for when in ("final", "best"):
+            bm, cm = b[f"{when}_acc"]["mean"], c[f"{when}_acc"]["mean"]
+            suffix = "" if when == "final" else "_best"
+            summary[f"relative_acc_gain_pct{suffix}"] = 100 * (cm - bm) / bm
+            summary[f"absolute_acc_gain{suffix}"] = cm - bm
+        # Iso-accuracy: when does each reach k-means's best mean ACC? Epoch e = e epochs trained.
+        bcurve, ccurve = data[baseline]["acc"].mean(0), data[challenger]["acc"].mean(0)
+        target = float(bcurve.max())
+        eb, ec = first_reaching(bcurve, target), first_reaching(ccurve, target)
+        summary["iso_accuracy_target"] = target
+        summary["iso_accuracy_epoch"] = {baseline: eb, challenger: ec}
+        summary["iso_accuracy_speedup_epochs"] = (
+            None if ec is None or ec == 0 else eb / ec)
+        sb = data[baseline]["seconds"].mean(0)
+        sc = data[challenger]["seconds"].mean(0)
+        summary["iso_accuracy_speedup_seconds"] = (
+            None if ec is None else float(sb[eb] / sc[ec]))
+    return summary
+
+
+def write_report(out: Path, clusterers: list[str], seeds: list[int], command: str,
+                 seconds: float) -> dict[str, Any]:
+    """summary.json, report.md and its pictures, from the finished runs in OUT/runs."""
+    import torch
+
+    from deepstdp.data import load_dataset
+    from deepstdp.metrics import contingency
+    from deepstdp.report import (
+        comparison_markdown,
+        plot_cluster_grid,
+        plot_compare_curves,
+        plot_confusion,
+    )
+
+    summary = summarise(out, clusterers, seeds)
+    write_json_atomic(out / "summary.json", summary)
+    plot_compare_curves({c: curves(out, c, seeds) for c in clusterers}, out / "curves.png")
+    # Pictures of the last seed's final clustering, for the Deep-STDP run if there is one.
+    shown = "stdp" if "stdp" in clusterers else clusterers[-1]
+    run = run_dir(out, shown, seeds[-1])
+    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    cfg = TrainConfig.from_dict(ck["config"])
+    train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
+                             classes=cfg.classes, progress=False)
+    plot_cluster_grid(train_set.images, ck["labels"], out / "clusters.png")
+    m = contingency(train_set.labels, ck["labels"])
+    plot_confusion(m, train_set.classes, out / "confusion.png",
+                   f"{shown}, seed {seeds[-1]}, epoch {ck['epoch']}")
+    write_text_atomic(out / "report.md",
+                      comparison_markdown(summary, clusterers, command, seconds))
+    return summary

@@ -1,0 +1,78 @@
+"""The comparison's arithmetic on hand-made runs, and its command line."""
+
+import json
+
+import pytest
+
+from deepstdp.cli import main
+from deepstdp.compare import run_dir, summarise
+
+
+def write_run(out, clusterer, seed, accs, seconds=1.0):
+    path = run_dir(out, clusterer, seed)
+    path.mkdir(parents=True)
+    rows = []
+    for e, a in enumerate(accs):
+        rows.append({"epoch": e, "acc": a, "nmi": a / 2, "ari": a / 4, "val_acc": a - 0.01,
+                     "val_nmi": a / 3, "val_ari": a / 5, "time_train": seconds,
+                     "time_features": 0.0, "time_cluster": 0.0, "time_eval": 0.0})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_summary_gains_and_iso_accuracy_speedup(tmp_path):
+    # k-means: mean curve 0.10 0.15 0.20 0.20 0.20 -> best 0.20 first at epoch 2.
+    write_run(tmp_path, "kmeans", 0, [0.10, 0.14, 0.19, 0.20, 0.21])
+    write_run(tmp_path, "kmeans", 1, [0.10, 0.16, 0.21, 0.20, 0.19])
+    # stdp: mean curve 0.12 0.22 0.25 0.28 0.30, reaches 0.20 at epoch 1; twice the seconds.
+    write_run(tmp_path, "stdp", 0, [0.12, 0.22, 0.25, 0.28, 0.30], seconds=2.0)
+    write_run(tmp_path, "stdp", 1, [0.12, 0.22, 0.25, 0.28, 0.30], seconds=2.0)
+    s = summarise(tmp_path, ["kmeans", "stdp"], [0, 1])
+    assert s["epochs"] == 4 and s["seeds"] == [0, 1]
+    assert s["kmeans"]["final_acc"] == pytest.approx({"mean": 0.20, "std": 0.01})
+    assert s["kmeans"]["best_acc"]["mean"] == pytest.approx(0.21)
+    assert s["stdp"]["final_val_acc"]["mean"] == pytest.approx(0.29)
+    assert s["relative_acc_gain_pct"] == pytest.approx(50.0)
+    assert s["absolute_acc_gain"] == pytest.approx(0.10)
+    assert s["iso_accuracy_target"] == pytest.approx(0.20)
+    assert s["iso_accuracy_epoch"] == {"kmeans": 2, "stdp": 1}
+    assert s["iso_accuracy_speedup_epochs"] == pytest.approx(2.0)
+    # k-means needs 3 epochs of 1 s (epoch 0 counts its own time), stdp 2 of 2 s.
+    assert s["iso_accuracy_speedup_seconds"] == pytest.approx(3.0 / 4.0)
+
+
+def test_iso_accuracy_not_reached_is_null(tmp_path):
+    write_run(tmp_path, "kmeans", 0, [0.1, 0.3])
+    write_run(tmp_path, "stdp", 0, [0.1, 0.2])
+    s = summarise(tmp_path, ["kmeans", "stdp"], [0])
+    assert s["iso_accuracy_speedup_epochs"] is None
+    assert s["iso_accuracy_speedup_seconds"] is None
+    assert s["relative_acc_gain_pct"] == pytest.approx(-100 / 3)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0,x"], "bad --seeds list"),
+        (["--seeds", "1,1"], "without repeats"),
+        (["--clusterers", "kmeans,dbscan"], "unknown clusterer 'dbscan'"),
+        (["--jobs", "0"], "--jobs must be at least 1"),
+    ],
+)
+def test_compare_rejects_bad_lists(tmp_path, capsys, args, message):
+    assert main(["compare", "--out", str(tmp_path / "c"), *args]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_compare_end_to_end_on_digits(tmp_path, capsys):
+    small = ["--widths", "16,M", "--feat-dim", "32", "--pca-dim", "16", "--image-size", "12",
+             "--threads", "1", "--epochs", "1", "--clusterers", "kmeans", "--seeds", "0,1"]
+    out = tmp_path / "cmp"
+    assert main(["compare", "--out", str(out), *small]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["kmeans"]["final_acc"]) == {"mean", "std"}
+    for name in ("report.md", "curves.png", "clusters.png", "confusion.png"):
+        assert (out / name).stat().st_size > 0
+    assert main(["compare", "--out", str(out), *small]) == 2
+    assert "--resume" in capsys.readouterr().err
+    assert main(["compare", "--out", str(out), "--resume", *small]) == 0  # nothing left to run
+    assert "already complete" in capsys.readouterr().out
