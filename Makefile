@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 run: setup
-	$(BIN)/deepstdp train --out $(RUN_DIR)
+	$(BIN)/deepstdp train --clusterer stdp --out $(RUN_DIR)
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks

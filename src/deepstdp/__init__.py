@@ -1,6 +1,7 @@
 """deepstdp: deep unsupervised learning with spike-timing-dependent plasticity."""
 
 from deepstdp.clustering import KMeansClustering, PCAWhitening
+from deepstdp.snn import STDPClustering
 
 __version__ = "0.1.0"
-__all__ = ["KMeansClustering", "PCAWhitening", "__version__"]
+__all__ = ["KMeansClustering", "PCAWhitening", "STDPClustering", "__version__"]

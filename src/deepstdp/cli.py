@@ -46,7 +46,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("clustering")
     g.add_argument("--clusterer", choices=CLUSTERERS, help="default kmeans")
     g.add_argument("--k", type=int, help="number of clusters (default: number of classes)")
-    g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 256)")
+    g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
                    help="STDPClustering keyword, repeatable (e.g. --stdp time=100)")
     g.add_argument("--stdp-carry", choices=("continue", "fresh"),
@@ -136,6 +136,98 @@ def cmd_download(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- spiking conversion: convert, evaluate, export (docs/conversion.md) ---------------------
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from deepstdp.conversion import convert_run
+
+    set_threads(args.threads)
+    snn = convert_run(args.run_dir, percentile=args.percentile, reset=args.reset,
+                      v_init=args.v_init, pool_neurons=args.pool_neurons,
+                      calib_images=args.calib_images,
+                      progress=not args.quiet)
+    if not args.quiet:
+        ths = ", ".join(f"{op.threshold:.3g}" for op, _ in snn.stages)
+        print(f"wrote {args.run_dir}/spiking.pt: {len(snn.stages)} IF layers, "
+              f"{snn.n_neurons()} neurons, thresholds {ths}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from deepstdp.conversion import evaluate_run, format_rows, parse_timesteps
+
+    steps = parse_timesteps(args.timesteps) if args.spiking else None
+    res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
+                       threads=args.threads, progress=not args.quiet)
+    print(format_rows(res["ann"], res["rows"]))
+    if steps:
+        print(f"wrote {args.run_dir}/spiking.json and spiking.png")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from deepstdp.nir_export import export_run
+
+    set_threads(args.threads)
+    graph = export_run(args.run_dir, args.nir, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes")
+    return 0
+
+
+def set_threads(n: int | None) -> None:
+    import torch
+
+    if n is not None:
+        if n < 1:
+            raise DeepSTDPError(f"--threads must be at least 1, got {n}")
+        torch.set_num_threads(n)
+
+
+def add_conversion_parsers(sub: Any) -> None:
+    c = sub.add_parser("convert", help="convert a run's CNN to integrate-and-fire neurons")
+    c.add_argument("run_dir", help="run directory with checkpoint.pt; writes spiking.pt there")
+    c.add_argument("--percentile", type=float, default=99.9,
+                   help="threshold = this percentile of a layer's positive activations "
+                        "(default 99.9)")
+    c.add_argument("--reset", choices=("subtract", "zero"), default="subtract",
+                   help="membrane reset after a spike (default subtract)")
+    c.add_argument("--v-init", type=float, default=0.5,
+                   help="initial membrane potential, fraction of the threshold (default 0.5)")
+    c.add_argument("--pool-neurons", action=argparse.BooleanOptionalAction, default=True,
+                   help="IF neurons after each pooling, so that the next layer's fan-out is "
+                        "paid once per pooled cell (default on)")
+    c.add_argument("--calib-images", type=int, default=512,
+                   help="training images the thresholds are measured on (default 512)")
+    c.add_argument("--threads", type=int, help="default: all cores")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(func=cmd_convert)
+
+    e = sub.add_parser("evaluate", help="metrics of a run, and of its spiking version")
+    e.add_argument("run_dir", help="run directory with checkpoint.pt")
+    e.add_argument("--spiking", action="store_true",
+                   help="also simulate the converted network (converting it if needed) and "
+                        "write spiking.json and spiking.png")
+    e.add_argument("--timesteps", default="16,32,64,128,256",
+                   help="simulation lengths T, all in one run (default 16,32,64,128,256)")
+    e.add_argument("--limit", type=int, help="images per split, spread evenly (default all)")
+    e.add_argument("--batch", type=int, default=256, help="images simulated at once")
+    e.add_argument("--threads", type=int, help="default: all cores")
+    e.add_argument("--quiet", action="store_true", help="no progress bars")
+    e.set_defaults(func=cmd_evaluate)
+
+    x = sub.add_parser("export", help="write the converted network to a NIR file")
+    x.add_argument("run_dir", help="run directory with checkpoint.pt")
+    x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
+    x.add_argument("--threads", type=int, help="default: all cores")
+    x.add_argument("--quiet", action="store_true")
+    x.set_defaults(func=cmd_export)
+
+
+# --- end of spiking conversion ------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="deepstdp",
@@ -167,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root", required=True, help="folder to unpack into")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
+    add_conversion_parsers(sub)  # spiking conversion
     return p
 
 

@@ -53,7 +53,12 @@ class PCAWhitening:
         _, s, vt = np.linalg.svd(x - self.mean_, full_matrices=False)
         self.dim_ = int(min(self.dim, *x.shape))
         var = s[: self.dim_] ** 2 / max(len(x) - 1, 1)
-        self.components_ = vt[: self.dim_]
+        # SVD leaves each axis's sign arbitrary; fix it (largest loading positive, as
+        # scikit-learn's svd_flip) so that a refit on similar features keeps its orientation,
+        # which a spiking layer carried over between epochs relies on.
+        vt = vt[: self.dim_]
+        vt *= np.sign(vt[np.arange(self.dim_), np.abs(vt).argmax(axis=1)])[:, None]
+        self.components_ = vt
         self.scale_ = 1.0 / np.sqrt(var + self.eps)
         return self
 

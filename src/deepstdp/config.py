@@ -46,8 +46,10 @@ class TrainConfig:
     """'kmeans' (DeepCluster) or 'stdp' (Deep-STDP's spiking clustering layer)."""
     k: int | None = None
     """Number of clusters; None: the number of classes."""
-    pca_dim: int = 256
-    """PCA-whitening dimension, capped by the sample count and feature width."""
+    pca_dim: int = 32
+    """PCA-whitening dimension, capped by the sample count and feature width. DeepCluster used
+    256 for ImageNet; on these few-thousand-image sets whitening that many directions lifts
+    noise to the weight of signal (digits: ACC 0.42-0.48 at 256 against 0.82-0.91 at 32)."""
     stdp: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for STDPClustering (see docs/snn.md)."""
     stdp_carry: str = "continue"
