@@ -82,3 +82,14 @@ def test_download_without_network_fails_cleanly(tmp_path, monkeypatch):
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     assert main(["download", "--data-root", str(tmp_path), "--quiet"]) == 2
+
+
+def test_cluster_pixels_with_stdp_draws_the_receptive_field_grid(tmp_path, capsys):
+    out = tmp_path / "dc"
+    args = ["cluster", "--clusterer", "stdp", "--pixels", "--stdp", "drive=0.2",
+            "--stdp", "time=100", "--out", str(out), "--quiet"]
+    assert main(args) == 0
+    result = json.loads((out / "cluster.json").read_text())
+    assert result["input"] == "pixels" and result["train"]["acc"] > 0.6
+    assert (out / "stdp_weights.png").stat().st_size > 0
+    assert main(args) == 2 and "--force" in capsys.readouterr().err

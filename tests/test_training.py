@@ -60,3 +60,39 @@ def test_one_epoch_on_the_shared_tiny_imagenet_subset(tmp_path, shared_data):
     assert sum(last["cluster_sizes"]) == 5000 and len(last["cluster_sizes"]) == 10
     assert 0.1 <= last["acc"] <= 1 and 0 <= last["nmi"] <= 1
     assert np.isfinite(last["loss"])
+
+
+def test_deep_stdp_loop_checkpoints_the_spiking_layer_and_resumes_exactly(tmp_path):
+    import torch
+
+    stdp = dict(clusterer="stdp", stdp={"time": 100, "epochs": 1}, seed=2, **SMALL)
+    a = train(TrainConfig(epochs=2, **stdp), tmp_path / "a", quiet=True)
+    assert a[-1]["acc"] > 0.3 and min(a[-1]["cluster_sizes"]) > 0
+    assert a[-1]["stdp_passes"] == 3  # carried over: one pass per epoch, epochs 0-2
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=False)
+    assert ck["clusterer"]["weights"].shape[1] == 10
+    for name in ("stdp_weights.png", "stdp_activity.png"):
+        assert (tmp_path / "a" / name).stat().st_size > 0
+
+    train(TrainConfig(epochs=1, **stdp), tmp_path / "b", quiet=True)
+    b = train(TrainConfig(epochs=2, **stdp), tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(b) == strip_times(a)
+
+
+def test_thread_count_survives_the_spiking_layer():
+    """numba's OpenMP layer shares libgomp with torch; a parallel predict must not unpin it."""
+    import numba
+    import torch
+
+    from deepstdp.snn import STDPClustering
+    from deepstdp.training import set_threads
+
+    before = torch.get_num_threads(), numba.get_num_threads()
+    try:
+        set_threads(1)
+        z = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+        STDPClustering(3, time=20, epochs=1).fit(z).predict(z)
+        assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before[0])
+        numba.set_num_threads(before[1])

@@ -97,7 +97,6 @@ def parse_list(text: str, kind: type, what: str) -> list:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    import time
     from pathlib import Path
 
     from deepstdp.compare import run_all, write_report
@@ -110,13 +109,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise DeepSTDPError(f"--jobs must be at least 1, got {args.jobs}")
     out = Path(args.out)
-    t0 = time.perf_counter()
     if not args.report_only:
         run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
                 force=args.force)
     command = "deepstdp " + " ".join(sys.argv[1:]) if args.command_line is None \
         else args.command_line
-    summary = write_report(out, clusterers, seeds, command, time.perf_counter() - t0)
+    summary = write_report(out, clusterers, seeds, command)
     for c in clusterers:
         s = summary[c]
         print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
@@ -125,6 +123,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
         print(f"relative ACC gain {summary['relative_acc_gain_pct']:+.1f}%, iso-accuracy "
               f"speed-up {summary['iso_accuracy_speedup_epochs']} (epochs)")
     print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_cluster(args: argparse.Namespace) -> int:
+    """Cluster raw pixels (or their PCA) with one clusterer: Diehl & Cook's own experiment."""
+    from pathlib import Path
+
+    from deepstdp.clustering import PCAWhitening
+    from deepstdp.data import load_dataset
+    from deepstdp.metrics import cluster_metrics, cluster_sizes
+    from deepstdp.training import make_clusterer
+    from deepstdp.util import write_json_atomic
+
+    cfg = config_from_args(args)
+    out = Path(args.out)
+    if (out / "cluster.json").exists() and not args.force:
+        raise DeepSTDPError(f"{out} already holds a clustering; use --force to replace it")
+    sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
+                         progress=not args.quiet) for split in ("train", "val")]
+    x_train, x_val = (s.images.reshape(len(s.images), -1) / 255.0 for s in sets)
+    if args.pixels:
+        shape = sets[0].images.shape[1:3] if sets[0].images.shape[-1] == 1 else None
+    else:
+        pca = PCAWhitening(cfg.pca_dim).fit(x_train)
+        x_train, x_val, shape = pca.transform(x_train), pca.transform(x_val), None
+    k = cfg.k or sets[0].n_classes
+    clusterer = make_clusterer(cfg, k, cfg.seed)
+    labels = clusterer.fit_predict(x_train)
+    result = {"train": cluster_metrics(sets[0].labels, labels),
+              "val": cluster_metrics(sets[1].labels, clusterer.predict(x_val)),
+              "cluster_sizes": cluster_sizes(labels, k), "config": cfg.to_dict(),
+              "input": "pixels" if args.pixels else f"pca{cfg.pca_dim}"}
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "cluster.json", result)
+    if cfg.clusterer == "stdp":
+        from deepstdp.snn_plots import plot_neuron_activity, plot_receptive_fields
+
+        plot_receptive_fields(clusterer, out / "stdp_weights.png", image_shape=shape)
+        plot_neuron_activity(clusterer, out / "stdp_activity.png")
+    for split in ("train", "val"):
+        m = result[split]
+        print(f"{split:>5}: ACC {m['acc']:.3f}  NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}")
+    print(f"wrote {out}")
     return 0
 
 
@@ -254,6 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--report-only", action="store_true", help="only rewrite the report")
     c.add_argument("--command-line", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compare)
+
+    k = sub.add_parser("cluster", help="cluster raw pixels or their PCA, no network "
+                                       "(the classic Diehl & Cook experiment)")
+    add_train_args(k)
+    k.add_argument("--pixels", action="store_true",
+                   help="cluster the pixels themselves (0..1) instead of their PCA-whitening")
+    k.add_argument("--out", required=True, help="folder for cluster.json and pictures")
+    k.add_argument("--force", action="store_true", help="replace a clustering in --out")
+    k.add_argument("--quiet", action="store_true")
+    k.set_defaults(func=cmd_cluster)
 
     d = sub.add_parser("download", help="fetch and unpack the official Tiny ImageNet zip")
     d.add_argument("--data-root", required=True, help="folder to unpack into")

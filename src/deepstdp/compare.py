@@ -133,8 +133,8 @@ def summarise(out: Path, clusterers: list[str], seeds: list[int], baseline: str 
     return summary
 
 
-def write_report(out: Path, clusterers: list[str], seeds: list[int], command: str,
-                 seconds: float) -> dict[str, Any]:
+def write_report(out: Path, clusterers: list[str], seeds: list[int],
+                 command: str) -> dict[str, Any]:
     """summary.json, report.md and its pictures, from the finished runs in OUT/runs."""
     import torch
 
@@ -149,7 +149,10 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int], command: st
 
     summary = summarise(out, clusterers, seeds)
     write_json_atomic(out / "summary.json", summary)
-    plot_compare_curves({c: curves(out, c, seeds) for c in clusterers}, out / "curves.png")
+    data = {c: curves(out, c, seeds) for c in clusterers}
+    plot_compare_curves(data, out / "curves.png")
+    # Summed over runs from their own logs, so a resumed comparison still counts every epoch.
+    seconds = sum(float(d["seconds"][:, -1].sum()) for d in data.values())
     # Pictures of the last seed's final clustering, for the Deep-STDP run if there is one.
     shown = "stdp" if "stdp" in clusterers else clusterers[-1]
     run = run_dir(out, shown, seeds[-1])

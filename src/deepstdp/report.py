@@ -116,12 +116,17 @@ def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
             f"({summary['absolute_acc_gain']:+.3f} ACC); at the best epoch: "
             f"{summary['relative_acc_gain_pct_best']:+.1f}%. Paper: +24.56%.",
             f"- Iso-accuracy (k-means's best mean ACC {summary['iso_accuracy_target']:.3f}): "
-            f"reached at epoch {summary['iso_accuracy_epoch']} → speed-up "
+            + ", ".join(f"{name} never reaches it" if e is None
+                        else f"{name} reaches it at epoch {e}"
+                        for name, e in summary["iso_accuracy_epoch"].items())
+            + " → speed-up "
             f"{'not reached' if iso is None else f'{iso:.2f}x'} in epochs, "
             f"{'not reached' if iso_s is None else f'{iso_s:.2f}x'} in seconds. Paper: 3.5x.",
         ]
     lines += [
-        "", f"Command: `{command}`  ", f"Wall time: {seconds / 60:.1f} min.", "",
+        "", f"Command: `{command}`  ",
+        f"Run time: {seconds / 60:.1f} min summed over the runs (divide by `--jobs` for wall "
+        "time when runs go side by side).", "",
         "![curves](curves.png)", "", "![clusters](clusters.png)", "",
         "![confusion](confusion.png)", "",
     ]

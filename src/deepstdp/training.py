@@ -39,7 +39,8 @@ from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.util import DeepSTDPError, atomic_write, write_json_atomic, write_text_atomic
 
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png")
+RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "stdp_weights.png",
+             "stdp_activity.png")
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -213,11 +214,23 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
           quiet: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) the DeepCluster loop; returns the metrics of every epoch."""
     cfg.validate()
-    threads = cfg.threads or os.cpu_count() or 1
     run = Run(out, cfg, resume=resume, force=force)
-    torch.set_num_threads(threads)
-    with threadpool_limits(threads):
+    with threadpool_limits(set_threads(cfg.threads)):
         return _train(cfg, run, resume, not quiet)
+
+
+def set_threads(threads: int | None) -> int:
+    """Pin torch and numba to `threads` (None: all cores); returns the count.
+
+    numba's OpenMP layer shares libgomp with torch, and a parallel numba call resets torch's
+    thread count to all cores; the loop therefore calls this again after every clustering.
+    """
+    import numba
+
+    n = threads or os.cpu_count() or 1
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    return n
 
 
 def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]:
@@ -263,7 +276,9 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         t2 = time.perf_counter()
         pca, clusterer, new = cluster(cfg, feats, clusterer, k, epoch)
         t3 = time.perf_counter()
-        val_pred = clusterer.predict(pca.transform(extract_features(model, data.x_val, bf16)))
+        val_feats = pca.transform(extract_features(model, data.x_val, bf16))
+        val_pred = clusterer.predict(val_feats)
+        set_threads(cfg.threads)
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         row.update(cluster_metrics(data.train.labels, new))
         row["nmi_prev"] = None if labels is None else cluster_metrics(labels, new)["nmi"]
@@ -283,6 +298,11 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         })
         run.write_metrics(rows)
         plot_curves(rows, run.dir / "curves.png")
+        if cfg.clusterer == "stdp":
+            from deepstdp.snn_plots import plot_neuron_activity, plot_receptive_fields
+
+            plot_receptive_fields(clusterer, run.dir / "stdp_weights.png")
+            plot_neuron_activity(clusterer, run.dir / "stdp_activity.png")
         if progress:
             print(format_row(row), flush=True)
     return rows
