@@ -57,6 +57,15 @@ def test_run_directory_is_never_overwritten_without_asking(tmp_path, capsys):
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 4
 
 
+def test_resume_takes_the_runs_own_settings(tmp_path):
+    out = str(tmp_path / "run")
+    assert main(["train", "--out", out, "--epochs", "1", "--seed", "5", *SMALL]) == 0
+    assert main(["train", "--out", out, "--resume", "--epochs", "2", "--quiet"]) == 0
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [0, 1, 2]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 5
+
+
 def test_resume_without_a_checkpoint_is_an_error(tmp_path, capsys):
     assert main(["train", "--out", str(tmp_path / "none"), "--resume", *SMALL]) == 2
     assert "nothing to resume" in capsys.readouterr().err

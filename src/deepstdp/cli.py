@@ -62,9 +62,9 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", help="JSON file of settings; command-line options override it")
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """Defaults, then --config, then the options given on the command line."""
-    cfg = TrainConfig.from_file(args.config) if args.config else TrainConfig()
+def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults (or `base`), then --config, then the options given on the command line."""
+    cfg = TrainConfig.from_file(args.config) if args.config else base or TrainConfig()
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     if "stdp" in given:
@@ -75,9 +75,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from deepstdp.training import train
 
-    cfg = config_from_args(args)
+    saved = Path(args.out or "", "config.json")
+    if args.resume and args.out and saved.exists():
+        # A resumed run starts from its own settings; options given now override them.
+        cfg = config_from_args(args, TrainConfig.from_file(saved))
+    else:
+        cfg = config_from_args(args)
     out = args.out or f"runs/{cfg.dataset}-{cfg.clusterer}-seed{cfg.seed}"
     rows = train(cfg, out, resume=args.resume, force=args.force, quiet=args.quiet)
     if not args.quiet:
