@@ -165,10 +165,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "cluster.json", result)
     if cfg.clusterer == "stdp":
-        from deepstdp.snn_plots import plot_neuron_activity, plot_receptive_fields
+        from deepstdp.snn_plots import write_pictures
 
-        plot_receptive_fields(clusterer, out / "stdp_weights.png", image_shape=shape)
-        plot_neuron_activity(clusterer, out / "stdp_activity.png")
+        write_pictures(clusterer, out, image_shape=shape)
     for split in ("train", "val"):
         m = result[split]
         print(f"{split:>5}: ACC {m['acc']:.3f}  NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}")

@@ -101,9 +101,11 @@ def first_reaching(mean_curve: np.ndarray, target: float) -> int | None:
 
 
 def summarise(out: Path, clusterers: list[str], seeds: list[int], baseline: str = "kmeans",
-              challenger: str = "stdp") -> dict[str, Any]:
+              challenger: str = "stdp",
+              data: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
+    """The summary.json object; `data` is `curves` per clusterer, read from `out` if not given."""
     summary: dict[str, Any] = {"seeds": seeds}
-    data = {c: curves(out, c, seeds) for c in clusterers}
+    data = data or {c: curves(out, c, seeds) for c in clusterers}
     for c, d in data.items():
         summary[c] = {f"final_{m}": _stats(d[m][:, -1].tolist()) for m in METRICS}
         summary[c]["best_acc"] = _stats(d["acc"].max(axis=1).tolist())
@@ -147,9 +149,9 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
         plot_confusion,
     )
 
-    summary = summarise(out, clusterers, seeds)
-    write_json_atomic(out / "summary.json", summary)
     data = {c: curves(out, c, seeds) for c in clusterers}
+    summary = summarise(out, clusterers, seeds, data=data)
+    write_json_atomic(out / "summary.json", summary)
     plot_compare_curves(data, out / "curves.png")
     # Summed over runs from their own logs, so a resumed comparison still counts every epoch.
     seconds = sum(float(d["seconds"][:, -1].sum()) for d in data.values())

@@ -39,7 +39,7 @@ class TrainConfig:
     dropout: float = 0.3
     precision: str = "auto"
     """'bf16' autocast + channels_last, 'fp32', or 'auto': bf16 only where the CPU has native
-    bf16 (AMX or AVX512-BF16); emulated bf16 was 3x slower than fp32 on an AVX-512-only CPU."""
+    bf16 (AMX or AVX512-BF16); emulated bf16 was 2.5-3x slower than fp32 on an AVX-512-only CPU."""
 
     # Clustering
     clusterer: str = "kmeans"

@@ -222,8 +222,8 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
 def set_threads(threads: int | None) -> int:
     """Pin torch and numba to `threads` (None: all cores); returns the count.
 
-    numba's OpenMP layer shares libgomp with torch, and a parallel numba call resets torch's
-    thread count to all cores; the loop therefore calls this again after every clustering.
+    numba's OpenMP layer shares libgomp with torch: a parallel numba call sets the thread count
+    of both to numba's, so numba must be pinned to the same count as torch.
     """
     import numba
 
@@ -276,9 +276,7 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         t2 = time.perf_counter()
         pca, clusterer, new = cluster(cfg, feats, clusterer, k, epoch)
         t3 = time.perf_counter()
-        val_feats = pca.transform(extract_features(model, data.x_val, bf16))
-        val_pred = clusterer.predict(val_feats)
-        set_threads(cfg.threads)
+        val_pred = clusterer.predict(pca.transform(extract_features(model, data.x_val, bf16)))
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         row.update(cluster_metrics(data.train.labels, new))
         row["nmi_prev"] = None if labels is None else cluster_metrics(labels, new)["nmi"]
@@ -299,10 +297,9 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         run.write_metrics(rows)
         plot_curves(rows, run.dir / "curves.png")
         if cfg.clusterer == "stdp":
-            from deepstdp.snn_plots import plot_neuron_activity, plot_receptive_fields
+            from deepstdp.snn_plots import write_pictures
 
-            plot_receptive_fields(clusterer, run.dir / "stdp_weights.png")
-            plot_neuron_activity(clusterer, run.dir / "stdp_activity.png")
+            write_pictures(clusterer, run.dir)
         if progress:
             print(format_row(row), flush=True)
     return rows
