@@ -14,8 +14,8 @@ import time
 
 import torch
 
+from deepstdp.augment import random_resized_crop_flip
 from deepstdp.config import TrainConfig
-from deepstdp.data import random_resized_crop_flip
 from deepstdp.models import ConvNet
 from deepstdp.training import Data, autocast, extract_features, native_bf16, train
 

@@ -21,7 +21,7 @@ def run_cli(*args):
     "args, message",
     [
         (["--k", "1"], "--k must be at least 2"),
-        (["--k", "5000"], "--k 5000 exceeds the 1437 training images"),
+        (["--k", "5000"], "k = 5000 exceeds the 1437 training images"),
         (["--epochs", "0"], "--epochs must be at least 1"),
         (["--widths", "16,X"], "bad --widths entry 'X'"),
         (["--classes", "5"], "digits always has its 10 classes"),
@@ -51,7 +51,7 @@ def test_run_directory_is_never_overwritten_without_asking(tmp_path, capsys):
     assert "already holds a run" in capsys.readouterr().err
     assert (tmp_path / "run" / "metrics.jsonl").read_bytes() == before
     # Resuming with other settings is refused too; --force replaces.
-    assert main(["train", "--out", out, "--epochs", "2", "--resume", *SMALL, "--lr", "0.1"]) == 2
+    assert main(["train", "--out", out, "--epochs", "2", "--resume", *SMALL, "--lr", "0.2"]) == 2
     assert "settings differ" in capsys.readouterr().err
     assert main(["train", "--out", out, "--epochs", "1", "--force", *SMALL, "--seed", "4"]) == 0
     assert json.loads((tmp_path / "run" / "config.json").read_text())["seed"] == 4

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from deepstdp import KMeansClustering, PCAWhitening
-from deepstdp.training import uniform_sample
+from deepstdp.targets import uniform_sample
 from deepstdp.util import DeepSTDPError
 
 

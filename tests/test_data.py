@@ -320,35 +320,3 @@ def test_to_float_tensor_and_normalize() -> None:
     assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
     with pytest.raises(DeepSTDPError):
         data.to_float_tensor(images.astype(np.float32))
-
-
-def _batch() -> torch.Tensor:
-    return torch.rand(6, 3, 12, 12, generator=torch.Generator().manual_seed(1))
-
-
-def test_augmentation_shape_and_determinism() -> None:
-    x = _batch()
-    a = data.random_resized_crop_flip(x, torch.Generator().manual_seed(0))
-    b = data.random_resized_crop_flip(x, torch.Generator().manual_seed(0))
-    c = data.random_resized_crop_flip(x, torch.Generator().manual_seed(1))
-    assert a.shape == x.shape and torch.equal(a, b) and not torch.equal(a, c)
-    assert not torch.equal(a[0], a[1]) and a.min() >= 0 and a.max() <= 1
-
-
-def test_augmentation_full_crop_is_identity_and_flips() -> None:
-    x = _batch()
-    g = torch.Generator().manual_seed(0)
-    same = data.random_resized_crop_flip(x, g, scale=(1, 1), ratio=(1, 1), flip_p=0)
-    flipped = data.random_resized_crop_flip(x, g, scale=(1, 1), ratio=(1, 1), flip_p=1)
-    assert torch.allclose(same, x, atol=1e-5)
-    assert torch.allclose(flipped, x.flip(-1), atol=1e-5)
-
-
-def test_augmentation_crops_a_box_and_resizes_it() -> None:
-    # A left-half-black, right-half-white image: every crop keeps a black-to-white ramp.
-    x = torch.zeros(64, 1, 16, 16)
-    x[..., 8:] = 1
-    out = data.random_resized_crop_flip(x, torch.Generator().manual_seed(0), flip_p=0)
-    columns = out[:, 0].mean(dim=1)
-    assert (columns[:, 1:] >= columns[:, :-1] - 1e-5).all()  # never decreasing left to right
-    assert not torch.allclose(out, x)

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from deepstdp import __version__
-from deepstdp.config import CLUSTERERS, DATASETS, TrainConfig
+from deepstdp.config import (
+    BALANCES,
+    CLUSTERERS,
+    DATASETS,
+    HEADS,
+    SAMPLINGS,
+    SCHEDULES,
+    TrainConfig,
+)
 from deepstdp.util import DeepSTDPError
 
 
@@ -30,7 +38,7 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dataset", choices=DATASETS, help="default: digits (ships with scikit-learn)")
     g.add_argument("--data-root", help="Tiny ImageNet folder (or its parent); else $DEEPSTDP_DATA")
     g.add_argument("--classes", help="class count N (first N wnids, sorted) or wnid,wnid,...")
-    g.add_argument("--image-size", type=int, help="resize side (default 64 tiny, 32 digits)")
+    g.add_argument("--image-size", type=int, help="resize side (default 32)")
 
 
 def add_train_args(p: argparse.ArgumentParser) -> None:
@@ -41,22 +49,47 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sobel", action=argparse.BooleanOptionalAction, default=None,
                    help="grayscale+Sobel input filter (default on)")
     g.add_argument("--pool", choices=("max", "avg"), help="pooling (default max)")
+    g.add_argument("--proj-dim", type=int,
+                   help="L2-normalised projection that is clustered; 0: the features "
+                        "(default 128)")
+    g.add_argument("--dropout", type=float, help="before the feature layer (default 0)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
                    help="default auto: bf16 where the CPU has native bf16, else fp32")
     g = p.add_argument_group("clustering")
     g.add_argument("--clusterer", choices=CLUSTERERS, help="default kmeans")
-    g.add_argument("--k", type=int, help="number of clusters (default: number of classes)")
+    g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")
+    g.add_argument("--k-train", type=int,
+                   help="clusters that make the training targets (default 10 * k)")
     g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
                    help="STDPClustering keyword, repeatable (e.g. --stdp time=100)")
     g.add_argument("--stdp-carry", choices=("continue", "fresh"),
                    help="spiking layer across epochs (default continue)")
+    g = p.add_argument_group("targets and top layer (docs/learning.md)")
+    g.add_argument("--head", choices=HEADS,
+                   help="centroid: fixed cluster centroids (DeepCluster-v2, default); "
+                        "reset: a new linear layer each epoch (DeepCluster)")
+    g.add_argument("--temperature", type=float, help="centroid head (default 0.1)")
+    g.add_argument("--sampling", choices=SAMPLINGS,
+                   help="uniform over clusters (default) or shuffle")
+    g.add_argument("--balance", choices=BALANCES,
+                   help="sinkhorn: equal-size targets (SeLa); default none")
+    g = p.add_argument_group("augmentation")
+    g.add_argument("--views", type=int, help="augmented views per image and step (default 2)")
+    g.add_argument("--crop-scale", type=float, help="smallest crop area fraction (default 0.2)")
+    g.add_argument("--jitter", type=float, help="colour jitter strength, RGB (default 0.4)")
+    g.add_argument("--grayscale", type=float,
+                   help="probability of a grayscale view, RGB (default 0.2)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="default 10")
-    g.add_argument("--batch-size", type=int, help="default 64")
-    g.add_argument("--lr", type=float, help="default 0.05")
+    g.add_argument("--epochs", type=int, help="default 40")
+    g.add_argument("--batch-size", type=int, help="default 128")
+    g.add_argument("--lr", type=float, help="peak learning rate (default 0.03)")
+    g.add_argument("--schedule", choices=SCHEDULES,
+                   help="cosine (after warm-up, default) or constant")
+    g.add_argument("--warmup-epochs", type=int, help="default 2")
     g.add_argument("--momentum", type=float, help="default 0.9")
-    g.add_argument("--weight-decay", type=float, help="default 1e-5")
+    g.add_argument("--weight-decay", type=float, help="default 5e-4")
+    g.add_argument("--knn-k", type=int, help="neighbours of the k-NN diagnostic (default 20)")
     g.add_argument("--seed", type=int, help="default 0")
     g.add_argument("--threads", type=int, help="default: all cores")
     g.add_argument("--config", help="JSON file of settings; command-line options override it")

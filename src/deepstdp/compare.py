@@ -20,7 +20,7 @@ from deepstdp.config import TrainConfig
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
 
-METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari")
+METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "knn_acc", "probe_acc")
 TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
 
 
@@ -110,6 +110,8 @@ def summarise(out: Path, clusterers: list[str], seeds: list[int], baseline: str 
         summary[c] = {f"final_{m}": _stats(d[m][:, -1].tolist()) for m in METRICS}
         summary[c]["best_acc"] = _stats(d["acc"].max(axis=1).tolist())
         summary[c]["best_val_acc"] = _stats(d["val_acc"].max(axis=1).tolist())
+        summary[c]["epoch0_acc"] = _stats(d["acc"][:, 0].tolist())
+        summary[c]["epoch0_knn_acc"] = _stats(d["knn_acc"][:, 0].tolist())
         summary[c]["seconds_per_epoch"] = float(np.diff(d["seconds"], axis=1).mean())
         summary[c]["acc_curve"] = d["acc"].mean(axis=0).tolist()
     summary["epochs"] = int(min(d["epoch"][-1] for d in data.values()))

@@ -12,6 +12,10 @@ from deepstdp.util import DeepSTDPError
 
 CLUSTERERS = ("kmeans", "stdp")
 DATASETS = ("digits", "tiny-imagenet")
+HEADS = ("centroid", "reset")
+SAMPLINGS = ("uniform", "shuffle")
+BALANCES = ("none", "sinkhorn")
+SCHEDULES = ("cosine", "constant")
 
 
 @dataclass
@@ -23,8 +27,9 @@ class TrainConfig:
     """Tiny ImageNet root (or the folder holding it); falls back to $DEEPSTDP_DATA."""
     classes: str = "10"
     """A class count N (first N wnids in sorted order) or comma-separated wnids."""
-    image_size: int | None = None
-    """Side the images are resized to; None: 64 for Tiny ImageNet, 32 for digits."""
+    image_size: int = 32
+    """Side the images are resized to. 32 keeps a Tiny ImageNet epoch near 15 s on one thread;
+    64 costs 4x (docs/learning.md)."""
 
     # Network
     widths: str = "32,M,64,M,128,M,256,M"
@@ -32,11 +37,17 @@ class TrainConfig:
     takes about 20 s on 2 cores (fp32); '64,M,128,M,256,M,512,M' is about 3x slower."""
     feat_dim: int = 512
     """Width of the ReLU feature layer that is clustered."""
-    sobel: bool = True
-    """DeepCluster's grayscale+Sobel input filter, against clustering by colour."""
+    sobel: bool = False
+    """DeepCluster's grayscale+Sobel input filter, against clustering by colour. Off by
+    default: colour jitter and random grayscale (below) remove the colour shortcut while
+    keeping colour as a cue (docs/learning.md)."""
     pool: str = "max"
     """'max' or 'avg'; 'avg' converts to spiking neurons without a spiking max-pool."""
-    dropout: float = 0.3
+    dropout: float = 0.0
+    """Dropout before the feature layer; DeepCluster's 0.3 slowed learning here."""
+    proj_dim: int = 128
+    """Width of the L2-normalised projection of the features that is clustered and trained
+    against prototypes (DeepCluster-v2, SwAV); 0: cluster the features themselves."""
     precision: str = "auto"
     """'bf16' autocast + channels_last, 'fp32', or 'auto': bf16 only where the CPU has native
     bf16 (AMX or AVX512-BF16); emulated bf16 was 2.5-3x slower than fp32 on an AVX-512-only CPU."""
@@ -45,7 +56,11 @@ class TrainConfig:
     clusterer: str = "kmeans"
     """'kmeans' (DeepCluster) or 'stdp' (Deep-STDP's spiking clustering layer)."""
     k: int | None = None
-    """Number of clusters; None: the number of classes."""
+    """Number of clusters evaluated; None: the number of classes."""
+    k_train: int | None = None
+    """Clusters that make the training targets (overclustering); None: 10 * k, DeepCluster's
+    ratio. Evaluation stays at k: k-means fits both; the spiking layer has k_train neurons
+    grouped into k clusters."""
     pca_dim: int = 32
     """PCA-whitening dimension, capped by the sample count and feature width. DeepCluster used
     256 for ImageNet; on these few-thousand-image sets whitening that many directions lifts
@@ -56,14 +71,46 @@ class TrainConfig:
     """'continue': the spiking layer goes on from last epoch's weights (partial_fit);
     'fresh': a new one each epoch."""
 
-    # Optimisation
-    epochs: int = 10
-    batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 1e-5
-    crop_scale: float = 0.3
+    # Targets and top layer
+    head: str = "centroid"
+    """'centroid': the top layer's weights are the k_train cluster centroids of the projected
+    features, fixed for the epoch, logits = cosine / temperature (DeepCluster-v2); 'reset':
+    a new linear layer every epoch, trained with the network (DeepCluster)."""
+    temperature: float = 0.1
+    """Softmax temperature of the centroid head."""
+    sampling: str = "uniform"
+    """'uniform': each epoch draws equally from every cluster (DeepCluster); 'shuffle': every
+    image once."""
+    balance: str = "none"
+    """'sinkhorn': re-assign the targets with equal cluster sizes by Sinkhorn-Knopp on the
+    similarity to the centroids (SeLa); 'none': the clusterer's own assignment."""
+
+    # Augmentation
+    views: int = 2
+    """Augmented views of each image per step, each trained on the image's target."""
+    crop_scale: float = 0.2
     """Smallest area fraction of the random resized crop."""
+    jitter: float = 0.4
+    """Colour jitter strength (brightness, contrast, saturation; hue a quarter of it);
+    RGB without Sobel only."""
+    grayscale: float = 0.2
+    """Probability of a grayscale view; RGB without Sobel only."""
+
+    # Optimisation
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 0.03
+    """Peak learning rate of SGD for `batch_size`. 0.1 (SimCLR's scale) wiped out more of the
+    untrained network's k-NN accuracy than it gave back (docs/learning.md)."""
+    schedule: str = "cosine"
+    """'cosine': linear warm-up, then cosine decay to 0 at the last epoch; 'constant'."""
+    warmup_epochs: int = 2
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+
+    # Diagnostics
+    knn_k: int = 20
+    """Neighbours of the k-NN accuracy reported every epoch (docs/learning.md)."""
 
     # Run
     seed: int = 0
@@ -87,7 +134,7 @@ class TrainConfig:
             raise DeepSTDPError(f"--lr must be positive, got {self.lr}")
         if self.pca_dim < 2:
             raise DeepSTDPError(f"--pca-dim must be at least 2, got {self.pca_dim}")
-        if self.image_size is not None and self.image_size < 8:
+        if self.image_size < 8:
             raise DeepSTDPError(f"--image-size must be at least 8, got {self.image_size}")
         if self.threads is not None and self.threads < 1:
             raise DeepSTDPError(f"--threads must be at least 1, got {self.threads}")
@@ -95,6 +142,25 @@ class TrainConfig:
             raise DeepSTDPError(f"unknown precision {self.precision!r}: use auto, bf16 or fp32")
         if self.stdp_carry not in ("continue", "fresh"):
             raise DeepSTDPError(f"unknown --stdp-carry {self.stdp_carry!r}: use continue or fresh")
+        for name, value, allowed in (("head", self.head, HEADS),
+                                     ("sampling", self.sampling, SAMPLINGS),
+                                     ("balance", self.balance, BALANCES),
+                                     ("schedule", self.schedule, SCHEDULES)):
+            if value not in allowed:
+                raise DeepSTDPError(f"unknown {name} {value!r}: use {', '.join(allowed)}")
+        if self.k_train is not None and self.k_train < 2:
+            raise DeepSTDPError(f"k_train must be at least 2, got {self.k_train}")
+        if self.views < 1:
+            raise DeepSTDPError(f"views must be at least 1, got {self.views}")
+        if self.proj_dim < 0:
+            raise DeepSTDPError(f"proj_dim must be 0 or more, got {self.proj_dim}")
+        if self.head == "centroid" and not self.temperature > 0:
+            raise DeepSTDPError(f"temperature must be positive, got {self.temperature}")
+        if not 0 <= self.jitter < 1 or not 0 <= self.grayscale <= 1:
+            raise DeepSTDPError(f"jitter must be in [0, 1) and grayscale in [0, 1], got "
+                                f"{self.jitter} and {self.grayscale}")
+        if self.warmup_epochs < 0 or self.knn_k < 1:
+            raise DeepSTDPError("warmup_epochs must be >= 0 and knn_k >= 1")
         if not 0 < self.crop_scale <= 1:
             raise DeepSTDPError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
         return self

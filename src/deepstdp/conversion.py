@@ -382,19 +382,19 @@ def load_checkpoint(run_dir: str | Path) -> dict[str, Any]:
 def model_from_checkpoint(ck: dict[str, Any]) -> tuple[ConvNet, TrainConfig]:
     cfg = TrainConfig.from_dict(ck["config"])
     state = ck["model"]
-    k = state["top.weight"].shape[0]
     in_channels = state["sobel.gray"].shape[1] if cfg.sobel else state["body.0.weight"].shape[1]
-    model = ConvNet(in_channels, k, widths=cfg.widths, feat_dim=cfg.feat_dim, sobel=cfg.sobel,
-                    pool=cfg.pool, dropout=cfg.dropout)
-    model.load_state_dict(state)
+    model = ConvNet(in_channels, ck["k"], widths=cfg.widths, feat_dim=cfg.feat_dim,
+                    sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout, proj_dim=cfg.proj_dim)
+    model.load_body(state)
     return model.eval(), cfg
 
 
-def clusterer_from_checkpoint(ck: dict[str, Any], cfg: TrainConfig, k: int) -> Clusterer:
+def clusterer_from_checkpoint(ck: dict[str, Any], cfg: TrainConfig) -> Clusterer:
+    """The run's evaluated clusterer (k clusters), as fitted at the checkpoint's epoch."""
     from deepstdp.training import make_clusterer
 
-    clusterer = make_clusterer(cfg, k, 0)
-    clusterer.load_state_dict(ck["clusterer"])
+    clusterer = make_clusterer(cfg, ck["k"], 0)
+    clusterer.load_state_dict(ck["clusterer"]["evaluated"])
     return clusterer
 
 
@@ -479,7 +479,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     With timesteps, writes RUN_DIR/spiking.json (one object per T) and RUN_DIR/spiking.png.
     Returns {"ann": metrics, "rows": [per-T objects]}.
     """
-    from deepstdp.training import Data, extract_features
+    from deepstdp.training import Data, embed, extract_features
 
     if limit is not None and limit < 1:
         raise DeepSTDPError(f"--limit must be at least 1, got {limit}")
@@ -493,14 +493,15 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         ck = load_checkpoint(run_dir)
         model, cfg = model_from_checkpoint(ck)
         pca = PCAWhitening.from_state_dict(ck["pca"])
-        clusterer = clusterer_from_checkpoint(ck, cfg, model.top.out_features)
+        clusterer = clusterer_from_checkpoint(ck, cfg)
         data = Data(cfg, progress)
         splits = {}
         for name, x, y in (("train", data.x_train, data.train.labels),
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
             xs, ys = x[idx], y[idx.numpy()]
-            pred = clusterer.predict(pca.transform(extract_features(model, xs, bf16=False)))
+            pred = clusterer.predict(pca.transform(embed(model, extract_features(model, xs,
+                                                                                bf16=False))))
             splits[name] = (xs, ys, pred)
         ann = {f"{p}{m}": v for name, p in (("train", ""), ("val", "val_"))
                for m, v in cluster_metrics(splits[name][1], splits[name][2]).items()}
@@ -519,7 +520,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
             row: dict[str, Any] = {"timesteps": t}
             for name, p in (("train", ""), ("val", "val_")):
                 _, ys, ann_pred = splits[name]
-                pred = clusterer.predict(pca.transform(per[name][0][t]))
+                pred = clusterer.predict(pca.transform(embed(model, per[name][0][t])))
                 row[f"{p}agreement"] = float((pred == ann_pred).mean())
                 row.update({f"{p}{m}": v for m, v in cluster_metrics(ys, pred).items()})
             n = n_train + len(splits["val"][0])

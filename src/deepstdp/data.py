@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import json
-import math
 import os
 import shutil
 import tempfile
@@ -18,7 +17,6 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -420,46 +418,3 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
             f"normalize: {x.shape[1]} channels but {mean.shape[1]} means and {std.shape[1]} stds"
         )
     return (x - mean) / std
-
-
-def random_resized_crop_flip(
-    x: torch.Tensor,
-    generator: torch.Generator,
-    scale: Sequence[float] = (0.3, 1.0),
-    ratio: Sequence[float] = (3 / 4, 4 / 3),
-    flip_p: float = 0.5,
-) -> torch.Tensor:
-    """A random crop of each image, resized back to its size, and a random horizontal flip.
-
-    Each sample's box covers a fraction of the area uniform in `scale`, with a width/height
-    ratio log-uniform in `ratio`. A box that would overflow the image is clipped to it: its area
-    shrinks and its ratio moves toward the image's own (staying in range for square images).
-    One affine grid samples the whole batch at once.
-    """
-    if x.ndim != 4 or not x.is_floating_point():
-        raise DeepSTDPError(f"expected a float (N, C, H, W) batch, got {x.dtype} {tuple(x.shape)}")
-    if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
-        raise DeepSTDPError(f"bad crop scale {tuple(scale)} or ratio {tuple(ratio)}")
-    n, _, h, w = x.shape
-
-    def uniform(lo: float, hi: float) -> torch.Tensor:
-        u = torch.rand(n, generator=generator, device=generator.device)
-        return (lo + (hi - lo) * u).to(x.device)
-
-    area = uniform(scale[0], scale[1])
-    aspect = torch.exp(uniform(math.log(ratio[0]), math.log(ratio[1])))
-    # Box width and height as fractions of the image's width and height.
-    box_w = torch.sqrt(area * aspect * h / w).clamp(max=1)
-    box_h = torch.sqrt(area / aspect * w / h).clamp(max=1)
-    # Box centres in grid_sample's [-1, 1] coordinates, the box lying wholly inside the image.
-    centre_x = (2 * uniform(0, 1) - 1) * (1 - box_w)
-    centre_y = (2 * uniform(0, 1) - 1) * (1 - box_h)
-    flip = torch.where(uniform(0, 1) < flip_p, -1.0, 1.0)
-
-    theta = torch.zeros(n, 2, 3, device=x.device)
-    theta[:, 0, 0] = box_w * flip
-    theta[:, 0, 2] = centre_x
-    theta[:, 1, 1] = box_h
-    theta[:, 1, 2] = centre_y
-    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)

@@ -47,7 +47,13 @@ class Sobel(nn.Module):
 
 
 class ConvNet(nn.Module):
-    """VGG-style body -> `feat_dim` ReLU features -> linear top layer (one logit per cluster)."""
+    """VGG-style body -> `feat_dim` ReLU features -> embedding -> top layer (a logit a cluster).
+
+    The embedding is what gets clustered: an L2-normalised linear projection of the features
+    (`proj_dim` > 0, DeepCluster-v2 and SwAV) or the features themselves. The top layer is
+    either a fresh linear layer (`reset_top`, DeepCluster) or fixed cluster centroids
+    (`set_prototypes`, DeepCluster-v2).
+    """
 
     def __init__(
         self,
@@ -58,6 +64,7 @@ class ConvNet(nn.Module):
         sobel: bool = True,
         pool: str = "max",
         dropout: float = 0.3,
+        proj_dim: int = 0,
     ):
         super().__init__()
         if pool not in ("max", "avg"):
@@ -79,24 +86,54 @@ class ConvNet(nn.Module):
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * c, feat_dim, bias=False),
             nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True),
         )
-        self.top = nn.Linear(feat_dim, n_clusters)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0, 0.01)
+        # torch's default init: the scale is normalised away, and tiny weights would make the
+        # normalisation's gradient huge.
+        self.proj = nn.Linear(feat_dim, proj_dim) if proj_dim else None
+        self.embed_dim = proj_dim or feat_dim
+        self.top = nn.Linear(self.embed_dim, n_clusters)
         self.reset_top(n_clusters)
 
     def reset_top(self, n_clusters: int) -> None:
         """Fresh top layer: DeepCluster re-initialises it because cluster ids permute each epoch."""
-        feat_dim = self.top.in_features
         device = self.top.weight.device
-        self.top = nn.Linear(feat_dim, n_clusters).to(device)
+        self.top = nn.Linear(self.embed_dim, n_clusters).to(device)
         nn.init.normal_(self.top.weight, 0, 0.01)
         nn.init.zeros_(self.top.bias)
+
+    def set_prototypes(self, prototypes: torch.Tensor, temperature: float) -> None:
+        """Top layer = fixed unit-norm cluster centroids / temperature, so that a logit is the
+        cosine similarity to a centroid, sharpened. Not trained: the targets move each epoch."""
+        k, d = prototypes.shape
+        if d != self.embed_dim:
+            raise DeepSTDPError(f"prototypes have {d} dimensions, the embedding {self.embed_dim}")
+        self.top = nn.Linear(d, k, bias=False).to(self.top.weight.device)
+        self.top.weight.data.copy_(prototypes / temperature)
+        self.top.weight.requires_grad_(False)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.sobel(x)))
 
+    def embed_features(self, features: torch.Tensor) -> torch.Tensor:
+        if self.proj is None:
+            return features
+        return nn.functional.normalize(self.proj(features), dim=1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.top(self.features(x))
+        return self.top(self.embed_features(self.features(x)))
+
+    def load_body(self, state: dict[str, torch.Tensor]) -> None:
+        """Load every weight but the top layer's, which is rebuilt from each epoch's clusters."""
+        state = {k: v for k, v in state.items() if not k.startswith("top.")}
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("top.")]
+        if missing or unexpected:
+            raise DeepSTDPError(f"checkpoint does not fit the network: missing {missing}, "
+                                f"unexpected {unexpected}")
+
+    def body_state(self) -> dict[str, torch.Tensor]:
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("top.")}

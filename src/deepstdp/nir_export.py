@@ -15,7 +15,8 @@ output. The CNN part is exact, i.e. it reproduces `SpikingNet.simulate` spike fo
 - With reset to zero, each layer is a NIR `IF` (r = 1, v_threshold = (1 - v_init) * threshold,
   v_reset = -v_init * threshold: the same shift).
 - Output 'output': the feature layer's spikes; count / T * metadata feature_threshold gives the
-  features that the run's PCA-whitening (not exported: it is not a spiking operation) takes.
+  features that the run's projection and PCA-whitening (not exported: they are not spiking
+  operations) take.
 
 An STDP clusterer adds a second, separate input 'stdp.input' (its 2*D on/off input spike
 trains) -> Linear 'stdp.weights' -> LIF 'stdp.lif' <-> Linear 'stdp.inhibition' (lateral
@@ -154,10 +155,9 @@ def export_run(run_dir: str | Path, path: str | Path, progress: bool = False) ->
     """Write RUN_DIR's converted network (converting it first if needed) to a NIR file."""
     nir = _nir()
     ck = load_checkpoint(run_dir)
-    model, cfg = model_from_checkpoint(ck)
+    _, cfg = model_from_checkpoint(ck)
     snn = load_spiking(run_dir, progress)
-    clusterer = (clusterer_from_checkpoint(ck, cfg, model.top.out_features)
-                 if cfg.clusterer == "stdp" else None)
+    clusterer = clusterer_from_checkpoint(ck, cfg) if cfg.clusterer == "stdp" else None
     meta = {"input_mean": np.asarray(ck["input_mean"], dtype=np.float32),
             "input_std": np.asarray(ck["input_std"], dtype=np.float32)}
     graph = to_nir(snn, clusterer, meta)

@@ -15,33 +15,44 @@ from deepstdp.util import atomic_write  # noqa: E402
 
 
 def plot_curves(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """ACC, NMI and ARI per epoch, train solid and val dashed."""
+    """ACC, NMI and ARI per epoch (train solid, val dashed), and the feature diagnostics."""
     epochs = [r["epoch"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.4), constrained_layout=True)
-    for ax, m in zip(axes, ("acc", "nmi", "ari"), strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.4), constrained_layout=True)
+    for ax, m in zip(axes, ("acc", "nmi", "ari"), strict=False):
         ax.plot(epochs, [r[m] for r in rows], "o-", ms=3, label="train")
         ax.plot(epochs, [r[f"val_{m}"] for r in rows], "s--", ms=3, label="val")
         ax.set_title(m.upper())
+    axes[0].legend()
+    ax = axes[3]
+    for m, label in (("knn_acc", "k-NN"), ("probe_acc", "linear probe")):
+        ax.plot(epochs, [r.get(m, np.nan) for r in rows], "o-", ms=3, label=label)
+    ax.set_title("features: val accuracy")
+    ax.legend()
+    for ax in axes:
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-    axes[0].legend()
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
 
 
 def plot_compare_curves(data: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """Mean over seeds per clusterer with a +-1 std band; top row train, bottom row val."""
-    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4), constrained_layout=True, sharex=True)
-    for row, prefix in enumerate(("", "val_")):
-        for col, m in enumerate(("acc", "nmi", "ari")):
+    """Mean over seeds per clusterer with a +-1 std band; top row train, bottom row val, the
+    right column the feature diagnostics (k-NN above, linear probe below)."""
+    fig, axes = plt.subplots(2, 4, figsize=(16, 6.4), constrained_layout=True, sharex=True)
+    panels = [[("acc", "train ACC"), ("nmi", "train NMI"), ("ari", "train ARI"),
+               ("knn_acc", "val k-NN accuracy")],
+              [("val_acc", "val ACC"), ("val_nmi", "val NMI"), ("val_ari", "val ARI"),
+               ("probe_acc", "val linear-probe accuracy")]]
+    for row, panel_row in enumerate(panels):
+        for col, (m, title) in enumerate(panel_row):
             ax = axes[row, col]
             for name, d in data.items():
-                vals = d[prefix + m]
+                vals = d[m]
                 mean, std = vals.mean(0), vals.std(0)
                 line, = ax.plot(d["epoch"], mean, "o-", ms=3, label=name)
                 ax.fill_between(d["epoch"], mean - std, mean + std, color=line.get_color(),
                                 alpha=0.2)
-            ax.set_title(("val " if prefix else "train ") + m.upper())
+            ax.set_title(title)
             ax.grid(alpha=0.3)
             if row == 1:
                 ax.set_xlabel("epoch")
@@ -95,7 +106,9 @@ def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
     rows = [("train ACC (final)", "final_acc"), ("train ACC (best)", "best_acc"),
             ("train NMI", "final_nmi"), ("train ARI", "final_ari"),
             ("val ACC", "final_val_acc"), ("val NMI", "final_val_nmi"),
-            ("val ARI", "final_val_ari")]
+            ("val ARI", "final_val_ari"), ("val k-NN accuracy", "final_knn_acc"),
+            ("val linear probe", "final_probe_acc"), ("train ACC at epoch 0", "epoch0_acc"),
+            ("val k-NN at epoch 0", "epoch0_knn_acc")]
     lines = [
         "# Deep-STDP against DeepCluster (k-means)", "",
         f"{summary['epochs']} epochs, seeds {summary['seeds']}; mean ± std over seeds.", "",

@@ -11,12 +11,13 @@ from a checkpoint continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,18 +26,14 @@ from torch import nn
 from tqdm import tqdm
 
 from deepstdp import __version__
+from deepstdp.augment import Augmentation
 from deepstdp.clustering import Clusterer, KMeansClustering, PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data import (
-    ImageSet,
-    channel_stats,
-    load_dataset,
-    normalize,
-    random_resized_crop_flip,
-    to_float_tensor,
-)
+from deepstdp.data import ImageSet, channel_stats, load_dataset, normalize, to_float_tensor
 from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
+from deepstdp.probes import knn_accuracy, linear_probe_accuracy
+from deepstdp.targets import centroids, sinkhorn, uniform_sample
 from deepstdp.util import DeepSTDPError, atomic_write, write_json_atomic, write_text_atomic
 
 RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "stdp_weights.png",
@@ -61,6 +58,10 @@ def use_bf16(precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and native_bf16())
 
 
+def k_train_of(cfg: TrainConfig, k: int) -> int:
+    return cfg.k_train or 10 * k
+
+
 def make_clusterer(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
     if cfg.clusterer == "kmeans":
         return KMeansClustering(k, seed=seed)
@@ -72,20 +73,22 @@ def make_clusterer(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
         raise DeepSTDPError(f"bad STDP setting: {e}") from None
 
 
-def uniform_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n indices drawn evenly over the non-empty clusters (DeepCluster's UnifLabelSampler).
+class Clusterings(NamedTuple):
+    """The epoch's two clusterings by the same kind of clusterer: `evaluated` at k clusters
+    (the reported ACC/NMI/ARI) and `targets` at k_train (the training labels). With
+    k_train == k they are one and the same object."""
 
-    Without it a cluster that swallowed half the data would dominate the training signal.
-    """
-    clusters = np.unique(labels)
-    per = int(np.ceil(n / len(clusters)))
-    idx = []
-    for c in clusters:
-        members = np.flatnonzero(labels == c)
-        idx.append(rng.choice(members, per, replace=len(members) < per))
-    idx = np.concatenate(idx)
-    rng.shuffle(idx)
-    return idx[:n]
+    evaluated: Clusterer
+    targets: Clusterer
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"evaluated": self.evaluated.state_dict(), "targets": self.targets.state_dict()}
+
+
+def make_clusterings(cfg: TrainConfig, k: int, k_train: int, seed: int) -> Clusterings:
+    evaluated = make_clusterer(cfg, k, seed)
+    targets = evaluated if k_train == k else make_clusterer(cfg, k_train, seed + 1)
+    return Clusterings(evaluated, targets)
 
 
 class Data:
@@ -95,7 +98,7 @@ class Data:
         kw = dict(data_root=cfg.data_root, classes=cfg.classes, progress=progress)
         self.train: ImageSet = load_dataset(cfg.dataset, "train", **kw)
         self.val: ImageSet = load_dataset(cfg.dataset, "val", **kw)
-        size = cfg.image_size or (32 if cfg.dataset == "digits" else 64)
+        size = cfg.image_size
         mean, std = channel_stats(self.train.images)
         self.x_train = normalize(to_float_tensor(self.train.images, size), mean, std)
         self.x_val = normalize(to_float_tensor(self.val.images, size), mean, std)
@@ -120,32 +123,88 @@ def extract_features(model: ConvNet, x: torch.Tensor, bf16: bool, batch: int = 2
     return torch.cat(out).numpy()
 
 
+@torch.no_grad()
+def embed(model: ConvNet, features: np.ndarray) -> np.ndarray:
+    """What the clusterer sees: the network's embedding of extracted features."""
+    model.eval()
+    return model.embed_features(torch.from_numpy(features)).numpy()
+
+
+def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Step `step` (0-based, counted from epoch 1) of linear warm-up then cosine decay."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    warmup = cfg.warmup_epochs * steps_per_epoch
+    if step < warmup:
+        return cfg.lr * (step + 1) / warmup
+    total = max(cfg.epochs * steps_per_epoch - warmup, 1)
+    return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(step - warmup, total) / total))
+
+
+class Targets(NamedTuple):
+    """An epoch's training signal: one label per image and, for the centroid head, the
+    unit-norm centroid of each label's images in embedding space."""
+
+    labels: np.ndarray
+    prototypes: torch.Tensor
+
+
+def make_targets(cfg: TrainConfig, embeddings: np.ndarray, fine: np.ndarray,
+                 n_fine: int) -> Targets:
+    e = torch.from_numpy(embeddings)
+    protos = centroids(e, fine, n_fine)
+    if cfg.balance == "sinkhorn":
+        # Standardised scores make the soft assignments peaked enough that their argmax keeps
+        # the balance; raw cosines of ReLU features differ too little.
+        cosine = nn.functional.normalize(e, dim=1) @ protos.T
+        fine = sinkhorn((cosine - cosine.mean()) / cosine.std()).argmax(dim=1).numpy()
+        protos = centroids(e, fine, n_fine)
+    return Targets(fine, protos)
+
+
 def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                targets: np.ndarray, k: int, cfg: TrainConfig, epoch: int, bf16: bool,
+                targets: Targets, cfg: TrainConfig, epoch: int, bf16: bool, aug: Augmentation,
                 progress: bool) -> float:
-    """One pass of len(x) uniformly sampled images on the pseudo-labels; returns mean loss."""
+    """One pass of len(x) images (`views` augmentations each) on the targets; mean loss."""
     rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, 1))
     gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2))
     torch.manual_seed(epoch_seed(cfg.seed, epoch, 3))  # dropout and the new top layer
-    model.reset_top(k)
-    top_opt = torch.optim.SGD(model.top.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                              weight_decay=cfg.weight_decay)
-    idx = torch.from_numpy(uniform_sample(targets, len(x), rng))
-    y = torch.from_numpy(targets)
+    n_fine = len(targets.prototypes)
+    top_opt = None
+    if cfg.head == "centroid":
+        model.set_prototypes(targets.prototypes, cfg.temperature)
+    else:
+        model.reset_top(n_fine)
+        top_opt = torch.optim.SGD(model.top.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                  weight_decay=cfg.weight_decay)
+    if cfg.sampling == "uniform":
+        idx = torch.from_numpy(uniform_sample(targets.labels, len(x), rng))
+    else:
+        idx = torch.from_numpy(rng.permutation(len(x)))
+    y = torch.from_numpy(targets.labels)
     model.train()
     total, count = 0.0, 0
-    batches = range(0, len(idx) - cfg.batch_size + 1, cfg.batch_size)  # drop last: BatchNorm
-    for i in tqdm(batches, desc=f"train {epoch}", disable=not progress, leave=False):
-        b = idx[i:i + cfg.batch_size]
-        xb = random_resized_crop_flip(x[b], gen, scale=(cfg.crop_scale, 1.0))
-        xb = xb.contiguous(memory_format=torch.channels_last)
+    per_epoch = len(idx) // cfg.batch_size  # drop the last partial batch: BatchNorm
+    for i in tqdm(range(per_epoch), desc=f"train {epoch}", disable=not progress, leave=False):
+        lr = learning_rate(cfg, (epoch - 1) * per_epoch + i, per_epoch)
+        for opt in (optimizer, top_opt):
+            for group in opt.param_groups if opt else ():
+                group["lr"] = lr
+        b = idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        xb = aug.views(x[b], cfg.views, gen).contiguous(memory_format=torch.channels_last)
         with autocast(bf16):
-            loss = nn.functional.cross_entropy(model(xb).float(), y[b])
+            logits = model(xb).float()
+        loss = nn.functional.cross_entropy(logits, y[b].repeat(cfg.views))
+        if not torch.isfinite(loss):
+            raise DeepSTDPError(f"training diverged: loss is {loss.item()} at epoch {epoch}, "
+                                f"batch {i}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
-        top_opt.zero_grad(set_to_none=True)
+        if top_opt:
+            top_opt.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        top_opt.step()
+        if top_opt:
+            top_opt.step()
         total += loss.item() * len(b)
         count += len(b)
     return total / max(count, 1)
@@ -198,16 +257,26 @@ class Run:
         return torch.load(self.dir / "checkpoint.pt", weights_only=False)
 
 
-def cluster(cfg: TrainConfig, feats: np.ndarray, clusterer: Clusterer | None, k: int,
-            epoch: int) -> tuple[PCAWhitening, Clusterer, np.ndarray]:
-    """PCA-whiten and cluster; the spiking layer may continue from last epoch's weights."""
+def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None, k: int, k_train: int,
+            epoch: int) -> tuple[PCAWhitening, Clusterings]:
+    """PCA-whiten and cluster; the spiking layers may continue from last epoch's weights."""
     pca = PCAWhitening(cfg.pca_dim)
-    z = pca.fit_transform(feats)
-    if clusterer is not None and cfg.clusterer == "stdp" and cfg.stdp_carry == "continue":
-        clusterer.partial_fit(z)
-        return pca, clusterer, clusterer.labels_
-    clusterer = make_clusterer(cfg, k, epoch_seed(cfg.seed, epoch, 0) % 2**31)
-    return pca, clusterer, clusterer.fit_predict(z)
+    z = pca.fit_transform(emb)
+    if last is not None and cfg.clusterer == "stdp" and cfg.stdp_carry == "continue":
+        for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
+            c.partial_fit(z)
+        return pca, last
+    new = make_clusterings(cfg, k, k_train, epoch_seed(cfg.seed, epoch, 0) % 2**31)
+    for c in dict.fromkeys(new):
+        c.fit(z)
+    return pca, new
+
+
+def probe_metrics(cfg: TrainConfig, data: Data, f_train: np.ndarray,
+                  f_val: np.ndarray) -> dict[str, float]:
+    """k-NN and linear-probe accuracy of the features on val (labels used for these only)."""
+    args = (f_train, data.train.labels, f_val, data.val.labels)
+    return {"knn_acc": knn_accuracy(*args, k=cfg.knn_k), "probe_acc": linear_probe_accuracy(*args)}
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
@@ -238,28 +307,35 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
 
     data = Data(cfg, progress)
     k = cfg.k or data.train.n_classes
-    if k > len(data.train.labels):
-        raise DeepSTDPError(f"--k {k} exceeds the {len(data.train.labels)} training images")
+    k_train = k_train_of(cfg, k)
+    for name, value in (("k", k), ("k_train", k_train)):
+        if value > len(data.train.labels):
+            raise DeepSTDPError(f"{name} = {value} exceeds the {len(data.train.labels)} "
+                                "training images")
     bf16 = use_bf16(cfg.precision)
     torch.manual_seed(cfg.seed)
-    model = ConvNet(data.x_train.shape[1], k, widths=cfg.widths, feat_dim=cfg.feat_dim,
-                    sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout)
+    model = ConvNet(data.x_train.shape[1], k_train, widths=cfg.widths, feat_dim=cfg.feat_dim,
+                    sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout, proj_dim=cfg.proj_dim)
     # channels_last: oneDNN's fast path for convolution and pooling, in fp32 as in bf16.
     model = model.to(memory_format=torch.channels_last)
     body = [p for n, p in model.named_parameters() if not n.startswith("top.")]
     optimizer = torch.optim.SGD(body, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
-    clusterer: Clusterer | None = None
+    aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
+    clusterings: Clusterings | None = None
     labels: np.ndarray | None = None
+    targets: Targets | None = None
     rows: list[dict[str, Any]] = []
     start = 0
     if resume:
         ck = run.load_checkpoint()
-        model.load_state_dict(ck["model"])
+        model.load_body(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
         labels = ck["labels"]
-        clusterer = make_clusterer(cfg, k, 0)
-        clusterer.load_state_dict(ck["clusterer"])
+        targets = Targets(ck["targets"], ck["prototypes"])
+        clusterings = make_clusterings(cfg, k, k_train, 0)
+        clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
+        clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
         start = ck["epoch"] + 1
         rows = [r for r in run.metrics() if r["epoch"] < start]
         if progress:
@@ -269,19 +345,28 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         t0 = time.perf_counter()
         loss = None
         if epoch > 0:
-            loss = train_epoch(model, optimizer, data.x_train, labels, k, cfg, epoch, bf16,
+            loss = train_epoch(model, optimizer, data.x_train, targets, cfg, epoch, bf16, aug,
                                progress)
         t1 = time.perf_counter()
         feats = extract_features(model, data.x_train, bf16, progress=progress)
+        emb = embed(model, feats)
         t2 = time.perf_counter()
-        pca, clusterer, new = cluster(cfg, feats, clusterer, k, epoch)
+        pca, clusterings = cluster(cfg, emb, clusterings, k, k_train, epoch)
+        clusterer = clusterings.evaluated
+        new = clusterer.labels_
+        targets = make_targets(cfg, emb, clusterings.targets.labels_, k_train)
         t3 = time.perf_counter()
-        val_pred = clusterer.predict(pca.transform(extract_features(model, data.x_val, bf16)))
+        f_val = extract_features(model, data.x_val, bf16)
+        val_pred = clusterer.predict(pca.transform(embed(model, f_val)))
         row: dict[str, Any] = {"epoch": epoch, "loss": loss}
         row.update(cluster_metrics(data.train.labels, new))
         row["nmi_prev"] = None if labels is None else cluster_metrics(labels, new)["nmi"]
         row.update({f"val_{m}": v for m, v in cluster_metrics(data.val.labels, val_pred).items()})
+        row.update(probe_metrics(cfg, data, feats, f_val))
+        row["target_nmi"] = cluster_metrics(data.train.labels, targets.labels)["nmi"]
         row["cluster_sizes"] = cluster_sizes(new, k)
+        fine_sizes = np.bincount(targets.labels, minlength=k_train)
+        row["target_sizes_min_max"] = [int(fine_sizes.min()), int(fine_sizes.max())]
         row.update(getattr(clusterer, "diagnostics", dict)())
         t4 = time.perf_counter()
         row.update(time_train=t1 - t0, time_features=t2 - t1, time_cluster=t3 - t2,
@@ -289,8 +374,9 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         labels = new
         rows.append(row)
         run.save_checkpoint({
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "labels": labels, "clusterer": clusterer.state_dict(), "pca": pca.state_dict(),
+            "epoch": epoch, "model": model.body_state(), "optimizer": optimizer.state_dict(),
+            "labels": labels, "targets": targets.labels, "prototypes": targets.prototypes,
+            "k": k, "clusterer": clusterings.state_dict(), "pca": pca.state_dict(),
             "input_mean": data.mean, "input_std": data.std, "config": cfg.to_dict(),
             "version": __version__,
         })
@@ -311,4 +397,5 @@ def format_row(r: dict[str, Any]) -> str:
     loss = "" if r["loss"] is None else f"loss {r['loss']:.3f}  "
     return (f"epoch {r['epoch']:3d}  {loss}ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
             f"ARI {r['ari']:.3f} | val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} "
-            f"ARI {r['val_ari']:.3f} | clusters {min(sizes)}-{max(sizes)} | {secs:.1f}s")
+            f"ARI {r['val_ari']:.3f} | k-NN {r['knn_acc']:.3f} probe {r['probe_acc']:.3f} | "
+            f"clusters {min(sizes)}-{max(sizes)} | {secs:.1f}s")
