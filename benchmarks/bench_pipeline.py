@@ -3,7 +3,7 @@
 Prints images/s for feature extraction and training of the default network, then the seconds
 of one real epoch (train + features + clustering + evaluation) of `deepstdp train`.
 
-    python benchmarks/bench_pipeline.py [--data-root ../shared/data] [--threads 2]
+    python benchmarks/bench_pipeline.py [--data-root ../shared/data] [--threads 2] [--image-size 32]
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from deepstdp.training import Data, autocast, extract_features, native_bf16, tra
 
 def throughput(cfg: TrainConfig, data: Data, bf16: bool, n: int = 1024) -> tuple[float, float]:
     torch.manual_seed(0)
-    model = ConvNet(3, 10, widths=cfg.widths, feat_dim=cfg.feat_dim).to(
-        memory_format=torch.channels_last)
+    model = ConvNet(3, 10, widths=cfg.widths, feat_dim=cfg.feat_dim, sobel=cfg.sobel,
+                    proj_dim=cfg.proj_dim).to(memory_format=torch.channels_last)
     x = data.x_train[:n]
     extract_features(model, x[:256], bf16)  # warm-up: oneDNN builds its kernels
     t = time.perf_counter()
@@ -53,10 +53,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default="../shared/data")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=32)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"threads {args.threads}, native bf16: {native_bf16()}")
-    base = TrainConfig(dataset="tiny-imagenet", data_root=args.data_root, threads=args.threads)
+    print(f"threads {args.threads}, {args.image_size}x{args.image_size}, "
+          f"native bf16: {native_bf16()}")
+    base = TrainConfig(dataset="tiny-imagenet", data_root=args.data_root, threads=args.threads,
+                       image_size=args.image_size)
     data = Data(base, progress=False)
     print(f"{'precision':>9} {'features img/s':>15} {'train img/s':>12} {'epoch s':>8}")
     for precision in ("fp32", "bf16"):

@@ -28,6 +28,14 @@ def run_cli(*args):
         (["--dataset", "tiny-imagenet", "--data-root", "/nonexistent"], "/nonexistent"),
         (["--config", "/nonexistent.json"], "config file not found"),
         (["--stdp", "novalue"], "use KEY=VALUE"),
+        (["--views", "0"], "views must be at least 1"),
+        (["--k-train", "1"], "k_train must be at least 2"),
+        (["--k-train", "5000"], "k_train = 5000 exceeds the 1437 training images"),
+        (["--lr", "nan"], "--lr must be a positive number"),
+        (["--momentum", "-5"], "momentum must be in [0, 1)"),
+        (["--seed", "-1"], "seed must be in [0, 2**63)"),
+        (["--temperature", "0"], "temperature must be positive"),
+        (["--jitter", "2"], "jitter must be in [0, 1)"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):

@@ -3,5 +3,5 @@
 from deepstdp.clustering import KMeansClustering, PCAWhitening
 from deepstdp.snn import STDPClustering
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["KMeansClustering", "PCAWhitening", "STDPClustering", "__version__"]

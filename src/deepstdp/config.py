@@ -130,8 +130,13 @@ class TrainConfig:
             raise DeepSTDPError(f"--epochs must be at least 1, got {self.epochs}")
         if self.batch_size < 2:
             raise DeepSTDPError(f"--batch-size must be at least 2, got {self.batch_size}")
-        if self.lr <= 0:
-            raise DeepSTDPError(f"--lr must be positive, got {self.lr}")
+        if not 0 < self.lr < float("inf"):
+            raise DeepSTDPError(f"--lr must be a positive number, got {self.lr}")
+        if not 0 <= self.momentum < 1 or not 0 <= self.weight_decay < float("inf"):
+            raise DeepSTDPError(f"momentum must be in [0, 1) and weight_decay >= 0, got "
+                                f"{self.momentum} and {self.weight_decay}")
+        if not 0 <= self.seed < 2**63:
+            raise DeepSTDPError(f"seed must be in [0, 2**63), got {self.seed}")
         if self.pca_dim < 2:
             raise DeepSTDPError(f"--pca-dim must be at least 2, got {self.pca_dim}")
         if self.image_size < 8:
@@ -154,7 +159,7 @@ class TrainConfig:
             raise DeepSTDPError(f"views must be at least 1, got {self.views}")
         if self.proj_dim < 0:
             raise DeepSTDPError(f"proj_dim must be 0 or more, got {self.proj_dim}")
-        if self.head == "centroid" and not self.temperature > 0:
+        if self.head == "centroid" and not 0 < self.temperature < float("inf"):
             raise DeepSTDPError(f"temperature must be positive, got {self.temperature}")
         if not 0 <= self.jitter < 1 or not 0 <= self.grayscale <= 1:
             raise DeepSTDPError(f"jitter must be in [0, 1) and grayscale in [0, 1], got "
