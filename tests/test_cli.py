@@ -8,7 +8,8 @@ import pytest
 
 from deepstdp.cli import main
 
-SMALL = ["--widths", "16,M", "--feat-dim", "32", "--pca-dim", "16", "--image-size", "12",
+SMALL = ["--precision", "fp32", "--k-train", "20",
+         "--widths", "16,M", "--feat-dim", "32", "--pca-dim", "16", "--image-size", "12",
          "--threads", "2", "--quiet"]
 
 

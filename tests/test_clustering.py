@@ -98,3 +98,18 @@ def test_pca_refit_keeps_axis_orientation():
     np.testing.assert_allclose(a, b, atol=1e-5)
     largest = np.abs(PCAWhitening(8).fit(x).components_).argmax(axis=1)
     assert (PCAWhitening(8).fit(x).components_[np.arange(8), largest] > 0).all()
+
+
+def test_pca_alignment_undoes_a_rotation_of_the_basis():
+    x = correlated()
+    a = PCAWhitening(6).fit(x)
+    b = PCAWhitening.from_state_dict(a.state_dict())
+    q, _ = np.linalg.qr(np.random.default_rng(1).normal(size=(6, 6)))
+    b.rotation_ = q  # the same subspace, its axes turned and mixed, as a refit may give
+    assert np.abs(b.transform(x) - a.transform(x)).max() > 0.1
+    b.align_to(a, x)
+    np.testing.assert_allclose(b.transform(x), a.transform(x), atol=1e-5)
+    # Whitening survives the rotation: identity covariance before the L2 step.
+    np.testing.assert_allclose(np.cov(b._whiten(x), rowvar=False), np.eye(6), atol=1e-3)
+    again = PCAWhitening.from_state_dict(b.state_dict())
+    np.testing.assert_array_equal(again.transform(x), b.transform(x))

@@ -66,7 +66,8 @@ def test_compare_rejects_bad_lists(tmp_path, capsys, args, message):
 
 def test_compare_end_to_end_on_digits(tmp_path, capsys):
     small = ["--widths", "16,M", "--feat-dim", "32", "--pca-dim", "16", "--image-size", "12",
-             "--threads", "1", "--epochs", "1", "--clusterers", "kmeans", "--seeds", "0,1"]
+             "--threads", "1", "--epochs", "1", "--clusterers", "kmeans", "--seeds", "0,1",
+             "--precision", "fp32", "--k-train", "20"]
     out = tmp_path / "cmp"
     assert main(["compare", "--out", str(out), *small]) == 0
     summary = json.loads((out / "summary.json").read_text())

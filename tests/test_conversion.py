@@ -25,7 +25,7 @@ from deepstdp.training import Data, train
 from deepstdp.util import DeepSTDPError
 
 TINY = dict(epochs=1, widths="16,M,32,M", feat_dim=64, pca_dim=32, image_size=16, threads=1,
-            pool="avg")
+            precision="fp32", k_train=20, pool="avg")
 
 
 @pytest.fixture(autouse=True)

@@ -63,6 +63,8 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
                    help="STDPClustering keyword, repeatable (e.g. --stdp time=100)")
+    g.add_argument("--align-pca", action=argparse.BooleanOptionalAction, default=None,
+                   help="rotate each epoch's PCA basis onto the last one's (default off)")
     g.add_argument("--stdp-carry", choices=("continue", "fresh"),
                    help="spiking layer across epochs (default continue)")
     g = p.add_argument_group("targets and top layer (docs/learning.md)")

@@ -60,11 +60,31 @@ class PCAWhitening:
         vt *= np.sign(vt[np.arange(self.dim_), np.abs(vt).argmax(axis=1)])[:, None]
         self.components_ = vt
         self.scale_ = 1.0 / np.sqrt(var + self.eps)
+        self.rotation_ = np.eye(self.dim_)
         return self
+
+    def align_to(self, previous: PCAWhitening, x: Any) -> Self:
+        """Rotate this fit's whitened axes onto `previous`'s, as seen on the samples x.
+
+        Each epoch's refit orders and orients its axes afresh, so a spiking layer carried over
+        from the last epoch would meet its inputs in a new basis. The rotation R minimising
+        |A R - B| over orthogonal matrices (Procrustes: R = U V^T from the SVD of A^T B, with A
+        and B the samples whitened by this fit and by `previous`) keeps the whitening and puts
+        the axes where the layer learnt them.
+        """
+        if previous.dim_ != self.dim_:
+            return self
+        x = as_features(x, n_features=self.mean_.shape[0]).astype(np.float64)
+        u, _, vt = np.linalg.svd(self._whiten(x).T @ previous._whiten(x))
+        self.rotation_ = self.rotation_ @ (u @ vt)
+        return self
+
+    def _whiten(self, x: np.ndarray) -> np.ndarray:
+        return (x - self.mean_) @ self.components_.T * self.scale_ @ self.rotation_
 
     def transform(self, x: Any) -> np.ndarray:
         x = as_features(x, n_features=self.mean_.shape[0]).astype(np.float64)
-        z = (x - self.mean_) @ self.components_.T * self.scale_
+        z = self._whiten(x)
         z /= np.linalg.norm(z, axis=1, keepdims=True) + 1e-12
         return z.astype(np.float32)
 
@@ -73,13 +93,14 @@ class PCAWhitening:
 
     def state_dict(self) -> dict[str, Any]:
         return {"dim": self.dim, "eps": self.eps, "mean": self.mean_,
-                "components": self.components_, "scale": self.scale_}
+                "components": self.components_, "scale": self.scale_, "rotation": self.rotation_}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> PCAWhitening:
         pca = cls(state["dim"], state["eps"])
         pca.mean_, pca.components_, pca.scale_ = state["mean"], state["components"], state["scale"]
         pca.dim_ = len(pca.components_)
+        pca.rotation_ = np.asarray(state["rotation"])
         return pca
 
 

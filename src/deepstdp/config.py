@@ -67,6 +67,10 @@ class TrainConfig:
     noise to the weight of signal (digits: ACC 0.42-0.48 at 256 against 0.82-0.91 at 32)."""
     stdp: dict[str, Any] = field(default_factory=dict)
     """Keyword arguments for STDPClustering (see docs/snn.md)."""
+    align_pca: bool = False
+    """Rotate each epoch's PCA basis onto the last epoch's (orthogonal Procrustes on the
+    training embeddings), so that a spiking layer carried over meets its inputs in the basis it
+    learnt them in. Distances are unchanged, so k-means is indifferent to it."""
     stdp_carry: str = "continue"
     """'continue': the spiking layer goes on from last epoch's weights (partial_fit);
     'fresh': a new one each epoch."""

@@ -285,11 +285,14 @@ class Run:
         return torch.load(self.dir / "checkpoint.pt", weights_only=False)
 
 
-def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None, k: int, k_train: int,
+def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
+            last_pca: PCAWhitening | None, k: int, k_train: int,
             epoch: int) -> tuple[PCAWhitening, Clusterings]:
     """PCA-whiten and cluster; the spiking layers may continue from last epoch's weights."""
-    pca = PCAWhitening(cfg.pca_dim)
-    z = pca.fit_transform(emb)
+    pca = PCAWhitening(cfg.pca_dim).fit(emb)
+    if cfg.align_pca and last_pca is not None:
+        pca.align_to(last_pca, emb)
+    z = pca.transform(emb)
     if last is not None and cfg.clusterer == "stdp" and cfg.stdp_carry == "continue":
         for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
             c.partial_fit(z)
@@ -300,11 +303,23 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None, k: int,
     return pca, new
 
 
-def probe_metrics(cfg: TrainConfig, data: Data, f_train: np.ndarray,
-                  f_val: np.ndarray) -> dict[str, float]:
-    """k-NN and linear-probe accuracy of the features on val (labels used for these only)."""
+def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
+                  last: np.ndarray | None, val_pred: np.ndarray, targets: Targets,
+                  f_train: np.ndarray, f_val: np.ndarray) -> dict[str, Any]:
+    """The epoch's row: the evaluated clustering against the classes (train and val), its NMI
+    to last epoch's, k-NN and linear-probe accuracy of the features, and the targets' NMI and
+    size range. The true labels are read here only."""
+    row = cluster_metrics(data.train.labels, new)
+    row["nmi_prev"] = None if last is None else cluster_metrics(last, new)["nmi"]
+    row.update({f"val_{m}": v for m, v in cluster_metrics(data.val.labels, val_pred).items()})
     args = (f_train, data.train.labels, f_val, data.val.labels)
-    return {"knn_acc": knn_accuracy(*args, k=cfg.knn_k), "probe_acc": linear_probe_accuracy(*args)}
+    row["knn_acc"] = knn_accuracy(*args, k=cfg.knn_k)
+    row["probe_acc"] = linear_probe_accuracy(*args)
+    row["target_nmi"] = cluster_metrics(data.train.labels, targets.labels)["nmi"]
+    row["cluster_sizes"] = cluster_sizes(new, k)
+    sizes = np.bincount(targets.labels, minlength=len(targets.prototypes))
+    row["target_sizes_min_max"] = [int(sizes.min()), int(sizes.max())]
+    return row
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
@@ -350,6 +365,7 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
                                 weight_decay=cfg.weight_decay)
     aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
     clusterings: Clusterings | None = None
+    pca: PCAWhitening | None = None
     labels: np.ndarray | None = None
     targets: Targets | None = None
     rows: list[dict[str, Any]] = []
@@ -360,6 +376,7 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         optimizer.load_state_dict(ck["optimizer"])
         labels = ck["labels"]
         targets = Targets(ck["targets"], ck["prototypes"])
+        pca = PCAWhitening.from_state_dict(ck["pca"])
         clusterings = make_clusterings(cfg, k, k_train, 0)
         clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
         clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
@@ -381,7 +398,7 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         feats = extract_features(model, data.x_train, bf16, progress=progress)
         emb = embed(model, feats)
         t2 = time.perf_counter()
-        pca, clusterings = cluster(cfg, emb, clusterings, k, k_train, epoch)
+        pca, clusterings = cluster(cfg, emb, clusterings, pca, k, k_train, epoch)
         clusterer = clusterings.evaluated
         new = clusterer.labels_
         targets = make_targets(cfg, emb, clusterings.targets.labels_, k_train)
@@ -389,14 +406,7 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
         f_val = extract_features(model, data.x_val, bf16)
         val_pred = clusterer.predict(pca.transform(embed(model, f_val)))
         row: dict[str, Any] = {"epoch": epoch, "loss": loss, "bf16": bf16}
-        row.update(cluster_metrics(data.train.labels, new))
-        row["nmi_prev"] = None if labels is None else cluster_metrics(labels, new)["nmi"]
-        row.update({f"val_{m}": v for m, v in cluster_metrics(data.val.labels, val_pred).items()})
-        row.update(probe_metrics(cfg, data, feats, f_val))
-        row["target_nmi"] = cluster_metrics(data.train.labels, targets.labels)["nmi"]
-        row["cluster_sizes"] = cluster_sizes(new, k)
-        fine_sizes = np.bincount(targets.labels, minlength=k_train)
-        row["target_sizes_min_max"] = [int(fine_sizes.min()), int(fine_sizes.max())]
+        row.update(epoch_metrics(cfg, data, k, new, labels, val_pred, targets, feats, f_val))
         row.update(getattr(clusterer, "diagnostics", dict)())
         t4 = time.perf_counter()
         row.update(time_train=t1 - t0, time_features=t2 - t1, time_cluster=t3 - t2,
