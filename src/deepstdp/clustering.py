@@ -100,7 +100,7 @@ class PCAWhitening:
         pca = cls(state["dim"], state["eps"])
         pca.mean_, pca.components_, pca.scale_ = state["mean"], state["components"], state["scale"]
         pca.dim_ = len(pca.components_)
-        pca.rotation_ = np.asarray(state["rotation"])
+        pca.rotation_ = np.asarray(state.get("rotation", np.eye(pca.dim_)))  # none: unaligned
         return pca
 
 
