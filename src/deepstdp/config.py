@@ -96,9 +96,9 @@ class TrainConfig:
     """Smallest area fraction of the random resized crop."""
     jitter: float = 0.4
     """Colour jitter strength (brightness, contrast, saturation; hue a quarter of it);
-    RGB without Sobel only."""
+    RGB images only; behind the Sobel filter only brightness and contrast reach the network."""
     grayscale: float = 0.2
-    """Probability of a grayscale view; RGB without Sobel only."""
+    """Probability of a grayscale view; RGB images only."""
 
     # Optimisation
     epochs: int = 40
