@@ -95,7 +95,7 @@ class TrainConfig:
     crop_scale: float = 0.2
     """Smallest area fraction of the random resized crop."""
     jitter: float = 0.4
-    """Colour jitter strength (brightness, contrast, saturation; hue a quarter of it);
+    """Colour jitter strength (brightness, contrast, saturation; hue shifts up to 0.1 turn);
     RGB images only; behind the Sobel filter only brightness and contrast reach the network."""
     grayscale: float = 0.2
     """Probability of a grayscale view; RGB images only."""
