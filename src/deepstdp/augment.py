@@ -24,6 +24,7 @@ from deepstdp.util import DeepSTDPError
 _LUMA = (0.299, 0.587, 0.114)
 # RGB -> YIQ: hue is an angle in the IQ plane, so a hue shift is a rotation there.
 _YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]])
+_YIQ_INV = torch.linalg.inv(_YIQ)
 
 
 def _uniform(n: int, lo: float, hi: float, generator: torch.Generator) -> torch.Tensor:
@@ -102,8 +103,7 @@ def color_jitter(x: torch.Tensor, generator: torch.Generator, strength: float = 
     rot = torch.zeros(n, 3, 3, dtype=x.dtype, device=x.device)
     rot[:, 0, 0] = 1
     rot[:, 1, 1], rot[:, 1, 2], rot[:, 2, 1], rot[:, 2, 2] = cos, -sin, sin, cos
-    yiq = _YIQ.to(x)
-    y = torch.einsum("nij,njhw->nihw", torch.linalg.inv(yiq) @ rot @ yiq, y).clamp(0, 1)
+    y = torch.einsum("nij,njhw->nihw", _YIQ_INV.to(x) @ rot @ _YIQ.to(x), y).clamp(0, 1)
     return apply * y + (1 - apply) * x
 
 

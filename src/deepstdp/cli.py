@@ -47,14 +47,14 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--widths", help="conv widths and M for pooling, e.g. 32,M,64,M,128,M,256,M")
     g.add_argument("--feat-dim", type=int, help="feature layer width (default 512)")
     g.add_argument("--sobel", action=argparse.BooleanOptionalAction, default=None,
-                   help="grayscale+Sobel input filter (default on)")
+                   help="grayscale+Sobel input filter (default off)")
     g.add_argument("--pool", choices=("max", "avg"), help="pooling (default max)")
     g.add_argument("--proj-dim", type=int,
                    help="L2-normalised projection that is clustered; 0: the features "
                         "(default 128)")
     g.add_argument("--dropout", type=float, help="before the feature layer (default 0)")
     g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
-                   help="default auto: bf16 where the CPU has native bf16, else fp32")
+                   help="default auto: bf16 where the CPU has native bf16 and it measures faster")
     g = p.add_argument_group("clustering")
     g.add_argument("--clusterer", choices=CLUSTERERS, help="default kmeans")
     g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")

@@ -28,8 +28,8 @@ class TrainConfig:
     classes: str = "10"
     """A class count N (first N wnids in sorted order) or comma-separated wnids."""
     image_size: int = 32
-    """Side the images are resized to. 32 keeps a Tiny ImageNet epoch near 15 s on one thread;
-    64 costs 4x (docs/learning.md)."""
+    """Side the images are resized to. At 32 a Tiny ImageNet epoch of the default recipe took
+    15-20 s on one thread (docs/learning.md); 64 has four times the pixels."""
 
     # Network
     widths: str = "32,M,64,M,128,M,256,M"
@@ -44,13 +44,15 @@ class TrainConfig:
     pool: str = "max"
     """'max' or 'avg'; 'avg' converts to spiking neurons without a spiking max-pool."""
     dropout: float = 0.0
-    """Dropout before the feature layer; DeepCluster's 0.3 slowed learning here."""
+    """Dropout before the feature layer. Every run of docs/learning.md used none; DeepCluster's
+    0.3 was not measured under the recipe."""
     proj_dim: int = 128
     """Width of the L2-normalised projection of the features that is clustered and trained
     against prototypes (DeepCluster-v2, SwAV); 0: cluster the features themselves."""
     precision: str = "auto"
     """'bf16' autocast + channels_last, 'fp32', or 'auto': bf16 only where the CPU has native
-    bf16 (AMX or AVX512-BF16); emulated bf16 was 2.5-3x slower than fp32 on an AVX-512-only CPU."""
+    bf16 (AMX or AVX512-BF16) and a few timed training steps run faster in it than in fp32
+    (docs/pipeline.md: 2x faster on one CPU with AVX512-BF16, 3.7x slower on another)."""
 
     # Clustering
     clusterer: str = "kmeans"
@@ -59,8 +61,8 @@ class TrainConfig:
     """Number of clusters evaluated; None: the number of classes."""
     k_train: int | None = None
     """Clusters that make the training targets (overclustering); None: 10 * k, DeepCluster's
-    ratio. Evaluation stays at k: k-means fits both; the spiking layer has k_train neurons
-    grouped into k clusters."""
+    ratio. Evaluation stays at k: k-means fits both partitions; the spiking clusterer runs a
+    k_train-neuron layer for the targets and a k-neuron layer that is evaluated."""
     pca_dim: int = 32
     """PCA-whitening dimension, capped by the sample count and feature width. DeepCluster used
     256 for ImageNet; on these few-thousand-image sets whitening that many directions lifts
