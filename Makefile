@@ -2,7 +2,8 @@
 # and `make test` (the test suite). Both create .venv on first use.
 PYTHON ?= python3
 VENV ?= .venv
-# torch is pinned to 2.13.0. On this project's machines pip finds the CPU wheel on local disk;
+# The set-up pins torch 2.13.0 (pyproject.toml allows a range). On this project's machines pip
+# finds the CPU wheel on local disk;
 # elsewhere pass e.g. TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu" so
 # that pip does not fetch the multi-GB CUDA build.
 TORCH_PIP_ARGS ?=

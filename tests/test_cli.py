@@ -18,38 +18,122 @@ def run_cli(*args):
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        (["--k", "1"], "--k must be at least 2"),
-        (["--k", "5000"], "k = 5000 exceeds the 1437 training images"),
-        (["--epochs", "0"], "--epochs must be at least 1"),
-        (["--widths", "16,X"], "bad --widths entry 'X'"),
-        (["--classes", "5"], "digits always has its 10 classes"),
-        (["--dataset", "tiny-imagenet", "--data-root", "/nonexistent"], "/nonexistent"),
-        (["--config", "/nonexistent.json"], "config file not found"),
-        (["--stdp", "novalue"], "use KEY=VALUE"),
-        (["--views", "0"], "views must be at least 1"),
-        (["--k-train", "1"], "k_train must be at least 2"),
-        (["--k-train", "5000"], "k_train = 5000 exceeds the 1437 training images"),
-        (["--lr", "nan"], "--lr must be a positive number"),
-        (["--momentum", "-5"], "momentum must be in [0, 1)"),
-        (["--seed", "-1"], "seed must be in [0, 2**63)"),
-        (["--temperature", "0"], "temperature must be positive"),
-        (["--jitter", "2"], "jitter must be in [0, 1)"),
-    ],
-)
+# Every bad input: one line naming the option or file and what is allowed, exit 2, and nothing
+# written. Each row: extra arguments to `train` (after SMALL), then the expected message.
+BAD_TRAIN = [
+    (["--k", "1"], "--k must be in [2, 1000000], got 1"),
+    (["--k", "5000"], "--k = 5000 exceeds the 1437 training images"),
+    (["--k-train", "1"], "--k-train must be in [2,"),
+    (["--k-train", "5000"], "--k-train = 5000 exceeds the 1437 training images"),
+    (["--epochs", "0"], "--epochs must be in [1,"),
+    (["--epochs", "-3"], "--epochs must be in [1,"),
+    (["--widths", "16,X"], "--widths entry 'X' is neither a positive integer nor 'M'"),
+    (["--widths", "M,M"], "--widths needs at least one convolution width"),
+    (["--widths", "16,M,M,M,M"], "--widths '16,M,M,M,M' has 4 pooling stages; 12-pixel images "
+                                 "allow at most 3"),
+    (["--classes", "5"], "digits always has its 10 classes"),
+    (["--dataset", "tiny-imagenet", "--data-root", "/nonexistent"], "/nonexistent"),
+    (["--dataset", "tiny-imagenet", "--data-root", "/tmp", "--classes", "0"],
+     "--classes count must be positive"),
+    (["--stdp", "novalue"], "use KEY=VALUE"),
+    (["--views", "0"], "--views must be in [1, 64], got 0"),
+    (["--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+    (["--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+    (["--lr", "-0.1"], "--lr must be a finite number > 0"),
+    (["--momentum", "-5"], "--momentum must be in [0, 1), got -5"),
+    (["--weight-decay", "-1"], "--weight-decay must be a finite number >= 0"),
+    (["--seed", "-1"], "--seed must be in [0, 9223372036854775808)"),
+    (["--seed", "123456789012345678901"], "--seed must be in [0, 9223372036854775808)"),
+    (["--temperature", "0"], "--temperature must be a finite number > 0"),
+    (["--jitter", "2"], "--jitter must be in [0, 1)"),
+    (["--grayscale", "1.5"], "--grayscale must be in [0, 1]"),
+    (["--crop-scale", "0"], "--crop-scale must be in (0, 1]"),
+    (["--dropout", "1"], "--dropout must be in [0, 1)"),
+    (["--feat-dim", "0"], "--feat-dim must be in [1, 65536]"),
+    (["--proj-dim", "-1"], "--proj-dim must be in [0, 65536]"),
+    (["--pca-dim", "1"], "--pca-dim must be in [2, 65536]"),
+    (["--batch-size", "1"], "--batch-size must be in [2, 65536]"),
+    (["--image-size", "4"], "--image-size must be in [8, 512]"),
+    (["--image-size", "100000"], "--image-size must be in [8, 512]"),
+    (["--threads", "0"], "--threads must be in [1, 4096]"),
+    (["--knn-k", "0"], "--knn-k must be in [1, 10000]"),
+    (["--warmup-epochs", "-1"], "--warmup-epochs must be in [0, 100000]"),
+    (["--qcfs-levels", "0"], "--qcfs-levels must be in [1, 1024]"),
+    (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),
+    (["--resume", "--force"], "resume and force exclude each other"),
+    (["--resume"], "nothing to resume"),
+    (["--config", "/nonexistent.json"], "config file not found: /nonexistent.json"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_TRAIN, ids=[" ".join(a) for a, _ in BAD_TRAIN])
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.delenv("DEEPSTDP_DATA", raising=False)
-    code = main(["train", "--out", str(tmp_path / "run"), *SMALL, *args])
+    with pytest.raises(SystemExit) if "two" in args else _no_exit() as exit_info:
+        code = main(["train", "--out", str(tmp_path / "run"), *SMALL, *args])
+    if exit_info is not None:
+        code = exit_info.value.code
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # validated before anything was written
 
 
-def test_unknown_clusterer_is_rejected_by_the_parser():
-    proc = run_cli("train", "--clusterer", "dbscan")
-    assert proc.returncode == 2 and "invalid choice: 'dbscan'" in proc.stderr
+class _no_exit:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"epochs": "two"}', "--epochs must be of type int, got 'two'"),
+    ('{"lr": null}', "--lr must be of type float, got None"),
+    ('{"sobel": 1}', "--sobel must be of type bool, got 1"),
+    ('{"epochz": 1}', "unknown setting(s) in config: epochz"),
+    ("[1, 2]", "must hold a JSON object"),
+    ("{not json", "is not valid JSON"),
+])
+def test_bad_config_files(tmp_path, capsys, content, message):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(content)
+    assert main(["train", "--config", str(cfg), "--out", str(tmp_path / "run"), *SMALL]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_output_places(tmp_path, capsys):
+    afile = tmp_path / "file"
+    afile.write_text("x")
+    assert main(["train", "--out", str(afile), *SMALL]) == 2
+    assert f"output {afile} is a file" in capsys.readouterr().err
+    assert main(["train", "--out", str(afile / "run"), *SMALL]) == 2
+    assert "is a file" in capsys.readouterr().err
+    assert afile.read_text() == "x"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["compare", "--clusterer", "kmeans", "--out", "X"], "unrecognized arguments: --clusterer"),
+    (["compare", "--jobs", "0", "--out", "X"], "--jobs must be at least 1"),
+    (["compare", "--seeds", "1,1", "--out", "X"], "must be non-empty without repeats"),
+    (["compare", "--clusterers", "kmeans,dbscan", "--out", "X"], "'dbscan' is unknown"),
+    (["cluster", "--widths", "16,M", "--out", "X"], "unrecognized arguments: --widths"),
+    (["cluster", "--epochs", "3", "--out", "X"], "unrecognized arguments: --epochs"),
+    (["cluster", "--image-size", "16", "--out", "X"], "unrecognized arguments: --image-size"),
+    (["train", "--clusterer", "dbscan"], "invalid choice: 'dbscan'"),
+    (["train", "--ep", "3"], "unrecognized arguments: --ep"),  # no silent abbreviations
+])
+def test_conflicting_or_ignored_options_are_errors(tmp_path, capsys, monkeypatch, argv, message):
+    monkeypatch.chdir(tmp_path)
+    try:
+        code = main(argv)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "X").exists()
 
 
 def test_run_directory_is_never_overwritten_without_asking(tmp_path, capsys):

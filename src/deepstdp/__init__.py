@@ -1,7 +1,30 @@
-"""deepstdp: deep unsupervised learning with spike-timing-dependent plasticity."""
+"""deepstdp: deep unsupervised learning with spike-timing-dependent plasticity.
 
-from deepstdp.clustering import KMeansClustering, PCAWhitening
-from deepstdp.snn import STDPClustering
+The public names load on first use, so that the command line starts fast: the spiking
+clusterer brings numba, the others torch and scikit-learn.
+"""
 
-__version__ = "0.2.0"
-__all__ = ["KMeansClustering", "PCAWhitening", "STDPClustering", "__version__"]
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.3.0"
+
+_PUBLIC = {
+    "KMeansClustering": "deepstdp.clustering",
+    "PCAWhitening": "deepstdp.clustering",
+    "STDPClustering": "deepstdp.snn",
+    "TrainConfig": "deepstdp.config",
+    "train": "deepstdp.training",
+    "load_run": "deepstdp.rundir",
+}
+__all__ = [*_PUBLIC, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _PUBLIC:
+        raise AttributeError(f"module 'deepstdp' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_PUBLIC[name]), name)
+    globals()[name] = value
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import multiprocessing as mp
+import os
 import shutil
 import time
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from deepstdp import threads
 from deepstdp.config import TrainConfig
+from deepstdp.rundir import RunDir, check_writable
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
+from deepstdp.workers import init_worker
 
 METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "knn_acc", "probe_acc")
 TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
@@ -29,52 +33,72 @@ def run_dir(out: Path, clusterer: str, seed: int) -> Path:
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    f = path / "metrics.jsonl"
-    return [json.loads(x) for x in f.read_text().splitlines() if x.strip()] if f.exists() else []
+    return RunDir(path).metrics()
 
 
 def _one_run(job: tuple[TrainConfig, str, bool]) -> str:
     cfg, out, quiet = job
-    path = Path(out)
-    done = read_metrics(path)
+    run = RunDir(out)
+    done = run.metrics()
     if done and done[-1]["epoch"] >= cfg.epochs:
-        return f"{path.name}: already complete"
-    train(cfg, path, resume=(path / "checkpoint.pt").exists(), quiet=quiet)
-    return f"{path.name}: done"
+        return f"{run.path.name}: already complete"
+    train(cfg, out, resume=run.holds_run(), quiet=quiet)
+    return f"{run.path.name}: done"
+
+
+def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: dict[str, Any],
+                     resume: bool, force: bool) -> None:
+    """Refuse a comparison that could not proceed, before anything is written: the settings
+    of every run, the data, and what OUT already holds."""
+    from deepstdp.data import load_dataset
+
+    if resume and force:
+        raise DeepSTDPError("resume and force exclude each other")
+    check_writable(out)
+    spec_file = out / "compare.json"
+    if spec_file.exists() and not (resume or force):
+        raise DeepSTDPError(f"{out} already holds a comparison; resume it or replace it (force)")
+    if resume:
+        if not spec_file.exists():
+            raise DeepSTDPError(f"nothing to resume: {spec_file} not found")
+        saved = json.loads(spec_file.read_text())
+        free = {"epochs": 0, "threads": 0}
+        if {**saved, "base": {**saved["base"], **free}} != {**spec, "base": {**spec["base"],
+                                                                            **free}}:
+            raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ")
+    for c in clusterers:
+        dataclasses.replace(base, clusterer=c).validate()
+    load_dataset(base.dataset, "train", data_root=base.data_root, classes=base.classes)
 
 
 def run_all(base: TrainConfig, clusterers: list[str], seeds: list[int], out: Path,
-            jobs: int = 1, resume: bool = False, force: bool = False) -> None:
-    """Train every (clusterer, seed); `jobs` runs side by side share the cores between them."""
-    out.mkdir(parents=True, exist_ok=True)
+            jobs: int = 1, resume: bool = False, force: bool = False,
+            quiet: bool = False) -> None:
+    """Train every (clusterer, seed); `jobs` runs side by side share the cores between them
+    (and print no epoch lines, which would interleave)."""
     spec = {"base": base.to_dict(), "clusterers": clusterers, "seeds": seeds}
-    spec_file = out / "compare.json"
-    if spec_file.exists() and not force:
-        if not resume:
-            raise DeepSTDPError(f"{out} already holds a comparison; use --resume or --force")
-        saved = json.loads(spec_file.read_text())
-        if {**saved, "base": {**saved["base"], "epochs": 0, "threads": 0}} != {
-                **spec, "base": {**spec["base"], "epochs": 0, "threads": 0}}:
-            raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ")
-    elif force:
+    check_comparison(base, clusterers, out, spec, resume, force)
+    if force:
         shutil.rmtree(out / "runs", ignore_errors=True)
-    write_json_atomic(spec_file, spec)
-    threads = base.threads or max(1, (mp.cpu_count() or 1) // jobs)
-    work = []
-    for c in clusterers:
-        for s in seeds:
-            cfg = dataclasses.replace(base, clusterer=c, seed=s, threads=threads)
-            work.append((cfg, str(run_dir(out, c, s)), jobs > 1))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "compare.json", spec)
+    n = base.threads or max(1, threads.resolve(None) // jobs)
+    work = [(dataclasses.replace(base, clusterer=c, seed=s, threads=n),
+             str(run_dir(out, c, s)), quiet or jobs > 1) for c in clusterers for s in seeds]
     t0 = time.perf_counter()
     if jobs == 1:
-        results = map(_one_run, work)
-    else:
-        pool = mp.get_context("spawn").Pool(jobs)
-        results = pool.imap_unordered(_one_run, work)
-    for i, msg in enumerate(results, 1):
-        print(f"[{i}/{len(work)}] {msg}  ({time.perf_counter() - t0:.0f}s)", flush=True)
-    if jobs > 1:
+        for i, msg in enumerate(map(_one_run, work), 1):
+            print(f"[{i}/{len(work)}] {msg}  ({time.perf_counter() - t0:.0f}s)", flush=True)
+        return
+    pool = mp.get_context("spawn").Pool(jobs, initializer=init_worker, initargs=(os.getpid(),))
+    try:
+        for i, msg in enumerate(pool.imap_unordered(_one_run, work), 1):
+            print(f"[{i}/{len(work)}] {msg}  ({time.perf_counter() - t0:.0f}s)", flush=True)
         pool.close()
+    except BaseException:
+        pool.terminate()  # stop the workers now; their runs resume from the last checkpoint
+        raise
+    finally:
         pool.join()
 
 
@@ -140,8 +164,6 @@ def summarise(out: Path, clusterers: list[str], seeds: list[int], baseline: str 
 def write_report(out: Path, clusterers: list[str], seeds: list[int],
                  command: str) -> dict[str, Any]:
     """summary.json, report.md and its pictures, from the finished runs in OUT/runs."""
-    import torch
-
     from deepstdp.data import load_dataset
     from deepstdp.metrics import contingency
     from deepstdp.report import (
@@ -160,12 +182,13 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
     # Pictures of the last seed's final clustering, for the Deep-STDP run if there is one.
     shown = "stdp" if "stdp" in clusterers else clusterers[-1]
     run = run_dir(out, shown, seeds[-1])
-    ck = torch.load(run / "checkpoint.pt", weights_only=False)
+    ck = RunDir(run).load_checkpoint()
     cfg = TrainConfig.from_dict(ck["config"])
+    labels = np.asarray(ck["labels"])
     train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
                              classes=cfg.classes, progress=False)
-    plot_cluster_grid(train_set.images, ck["labels"], out / "clusters.png")
-    m = contingency(train_set.labels, ck["labels"])
+    plot_cluster_grid(train_set.images, labels, out / "clusters.png")
+    m = contingency(train_set.labels, labels)
     plot_confusion(m, train_set.classes, out / "confusion.png",
                    f"{shown}, seed {seeds[-1]}, epoch {ck['epoch']}")
     write_text_atomic(out / "report.md",

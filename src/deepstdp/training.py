@@ -11,9 +11,7 @@ from a checkpoint continues exactly as an uninterrupted one would.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,23 +20,23 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 from tqdm import tqdm
 
-from deepstdp import __version__
+from deepstdp import __version__, threads
 from deepstdp.augment import Augmentation
-from deepstdp.clustering import Clusterer, KMeansClustering, PCAWhitening
+from deepstdp.clustering import Clusterer, PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data import ImageSet, channel_stats, load_dataset, normalize, to_float_tensor
+from deepstdp.data import ImageSet, ImageTensor, channel_stats, load_dataset
 from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
+from deepstdp.registry import kind_of, make_clusterer
+from deepstdp.rundir import PICTURES, RunDir
 from deepstdp.targets import centroids, sinkhorn, uniform_sample
-from deepstdp.util import DeepSTDPError, atomic_write, write_json_atomic, write_text_atomic
-
-RUN_FILES = ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "stdp_weights.png",
-             "stdp_activity.png")
+from deepstdp.tensorboard_log import TensorBoardLog
+from deepstdp.tensorboard_log import check_available as check_tensorboard
+from deepstdp.util import DeepSTDPError, SettingError
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -90,17 +88,6 @@ def k_train_of(cfg: TrainConfig, k: int) -> int:
     return cfg.k_train or 10 * k
 
 
-def make_clusterer(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
-    if cfg.clusterer == "kmeans":
-        return KMeansClustering(k, seed=seed)
-    from deepstdp.snn import STDPClustering  # numba compiles on first use: import only if needed
-
-    try:
-        return STDPClustering(k, seed=seed, **cfg.stdp)
-    except TypeError as e:
-        raise DeepSTDPError(f"bad STDP setting: {e}") from None
-
-
 class Clusterings(NamedTuple):
     """The epoch's two clusterings by the same kind of clusterer: `evaluated` at k clusters
     (the reported ACC/NMI/ARI) and `targets` at k_train (the training labels). With
@@ -120,7 +107,8 @@ def make_clusterings(cfg: TrainConfig, k: int, k_train: int, seed: int) -> Clust
 
 
 class Data:
-    """Train and val images as normalised float tensors, plus their true labels."""
+    """Train and val images, plus their true labels. `x_train` and `x_val` index like
+    normalised float tensors but hold uint8, converting per batch (data.ImageTensor)."""
 
     def __init__(self, cfg: TrainConfig, progress: bool):
         kw = dict(data_root=cfg.data_root, classes=cfg.classes, progress=progress)
@@ -128,8 +116,8 @@ class Data:
         self.val: ImageSet = load_dataset(cfg.dataset, "val", **kw)
         size = cfg.image_size
         mean, std = channel_stats(self.train.images)
-        self.x_train = normalize(to_float_tensor(self.train.images, size), mean, std)
-        self.x_val = normalize(to_float_tensor(self.val.images, size), mean, std)
+        self.x_train = ImageTensor(self.train.images, mean, std, size)
+        self.x_val = ImageTensor(self.val.images, mean, std, size)
         self.mean, self.std = mean, std
 
 
@@ -140,15 +128,23 @@ def autocast(bf16: bool) -> Iterator[None]:
 
 
 @torch.no_grad()
-def extract_features(model: ConvNet, x: torch.Tensor, bf16: bool, batch: int = 256,
-                     progress: bool = False, desc: str = "features") -> np.ndarray:
+def extract_features(model: ConvNet, x: torch.Tensor | ImageTensor, bf16: bool,
+                     batch: int = 256, progress: bool = False,
+                     desc: str = "features") -> np.ndarray:
+    """float32 (N, feat_dim) features of the images `x`, written batch by batch into one array
+    (a list of batches joined at the end would hold the whole matrix twice)."""
     model.eval()
-    out = []
+    out = None
     for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
         xb = x[i:i + batch].contiguous(memory_format=torch.channels_last)
         with autocast(bf16):
-            out.append(model.features(xb).float())
-    return torch.cat(out).numpy()
+            f = model.features(xb).float()
+        if out is None:  # the width is known from the first batch
+            out = np.empty((len(x), f.shape[1]), dtype=np.float32)
+        out[i:i + len(f)] = f.numpy()
+    if out is None:
+        raise DeepSTDPError("no images to extract features from")
+    return out
 
 
 @torch.no_grad()
@@ -238,53 +234,6 @@ def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return total / max(count, 1)
 
 
-class Run:
-    """A run directory: config, metrics, checkpoint and curves, never overwritten by accident."""
-
-    def __init__(self, out: str | Path, cfg: TrainConfig, resume: bool = False,
-                 force: bool = False):
-        self.dir = Path(out)
-        self.cfg = cfg
-        existing = [f for f in RUN_FILES if (self.dir / f).exists()]
-        if resume:
-            if not (self.dir / "checkpoint.pt").exists():
-                raise DeepSTDPError(f"nothing to resume: {self.dir / 'checkpoint.pt'} not found")
-            saved = json.loads((self.dir / "config.json").read_text())
-            saved.pop("version", None)
-            self._check_same(saved)
-        elif existing and not force:
-            raise DeepSTDPError(
-                f"run directory {self.dir} already holds a run ({', '.join(existing)}); "
-                "use --resume to continue it or --force to replace it")
-        elif existing:
-            for f in existing:
-                (self.dir / f).unlink()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(self.dir / "config.json", {**cfg.to_dict(), "version": __version__})
-
-    def _check_same(self, saved: dict[str, Any]) -> None:
-        now = self.cfg.to_dict()
-        diff = [k for k in now if k not in ("epochs", "threads") and saved.get(k) != now[k]]
-        if diff:
-            raise DeepSTDPError(
-                f"cannot resume {self.dir}: settings differ from the saved run ({', '.join(diff)})")
-
-    def metrics(self) -> list[dict[str, Any]]:
-        path = self.dir / "metrics.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        write_text_atomic(self.dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
-
-    def save_checkpoint(self, state: dict[str, Any]) -> None:
-        atomic_write(self.dir / "checkpoint.pt", lambda p: torch.save(state, p))
-
-    def load_checkpoint(self) -> dict[str, Any]:
-        return torch.load(self.dir / "checkpoint.pt", weights_only=False)
-
-
 def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
             last_pca: PCAWhitening | None, k: int, k_train: int,
             epoch: int) -> tuple[PCAWhitening, Clusterings]:
@@ -293,7 +242,7 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
     if cfg.align_pca and last_pca is not None:
         pca.align_to(last_pca, emb)
     z = pca.transform(emb)
-    if last is not None and cfg.clusterer == "stdp" and cfg.stdp_carry == "continue":
+    if last is not None and kind_of(cfg.clusterer).carries_state and cfg.stdp_carry == "continue":
         for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
             c.partial_fit(z)
         return pca, last
@@ -323,68 +272,71 @@ def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
 
 
 def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
-          quiet: bool = False) -> list[dict[str, Any]]:
-    """Run (or resume) the DeepCluster loop; returns the metrics of every epoch."""
+          quiet: bool = False, tensorboard: bool = False) -> list[dict[str, Any]]:
+    """Run (or resume) the DeepCluster loop in the run directory `out`; returns the metrics of
+    every epoch. Every input is validated before anything is written (rundir.py).
+    `tensorboard`: also log each epoch's metrics and pictures to OUT/tensorboard."""
     cfg.validate()
-    run = Run(out, cfg, resume=resume, force=force)
-    with threadpool_limits(set_threads(cfg.threads)):
-        return _train(cfg, run, resume, not quiet)
+    run = RunDir(out)
+    run.check_start(resume, force)
+    if tensorboard:
+        check_tensorboard()
+    with threads.pinned(cfg.threads):
+        ck = run.load_checkpoint() if resume else None
+        if ck is not None:
+            run.check_same(cfg, ck["epoch"])
+        data = Data(cfg, not quiet)
+        k = cfg.k or data.train.n_classes
+        k_train = k_train_of(cfg, k)
+        for name, value in (("k", k), ("k_train", k_train)):
+            if value > len(data.train.labels):
+                raise SettingError(name, f"= {value} exceeds the {len(data.train.labels)} "
+                                   "training images")
+        torch.manual_seed(cfg.seed)
+        model = ConvNet.from_config(cfg, data.x_train.shape[1], k_train)
+        # channels_last: oneDNN's fast path for convolution and pooling, in fp32 as in bf16.
+        model = model.to(memory_format=torch.channels_last)
+        with run.writing(cfg, resume):
+            log = TensorBoardLog(run.path, 0 if ck is None else ck["epoch"] + 1) \
+                if tensorboard else None
+            try:
+                return _train(cfg, run, data, model, k, k_train, ck, log, not quiet)
+            finally:
+                if log is not None:
+                    log.close()
 
 
-def set_threads(threads: int | None) -> int:
-    """Pin torch and numba to `threads` (None: all cores); returns the count.
-
-    numba's OpenMP layer shares libgomp with torch: a parallel numba call sets the thread count
-    of both to numba's, so numba must be pinned to the same count as torch.
-    """
-    import numba
-
-    n = threads or os.cpu_count() or 1
-    torch.set_num_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-    return n
-
-
-def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dict[str, Any]]:
+def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_train: int,
+           ck: dict[str, Any] | None, log: TensorBoardLog | None,
+           progress: bool) -> list[dict[str, Any]]:
     from deepstdp.report import plot_curves
 
-    data = Data(cfg, progress)
-    k = cfg.k or data.train.n_classes
-    k_train = k_train_of(cfg, k)
-    for name, value in (("k", k), ("k_train", k_train)):
-        if value > len(data.train.labels):
-            raise DeepSTDPError(f"{name} = {value} exceeds the {len(data.train.labels)} "
-                                "training images")
-    torch.manual_seed(cfg.seed)
-    model = ConvNet(data.x_train.shape[1], k_train, widths=cfg.widths, feat_dim=cfg.feat_dim,
-                    sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout, proj_dim=cfg.proj_dim)
-    # channels_last: oneDNN's fast path for convolution and pooling, in fp32 as in bf16.
-    model = model.to(memory_format=torch.channels_last)
     body = [p for n, p in model.named_parameters() if not n.startswith("top.")]
     optimizer = torch.optim.SGD(body, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
+    kind = kind_of(cfg.clusterer)
     clusterings: Clusterings | None = None
     pca: PCAWhitening | None = None
     labels: np.ndarray | None = None
     targets: Targets | None = None
     rows: list[dict[str, Any]] = []
     start = 0
-    if resume:
-        ck = run.load_checkpoint()
+    if ck is not None:
         model.load_body(ck["model"])
         optimizer.load_state_dict(ck["optimizer"])
-        labels = ck["labels"]
-        targets = Targets(ck["targets"], ck["prototypes"])
+        labels = np.asarray(ck["labels"])
+        targets = Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"]))
         pca = PCAWhitening.from_state_dict(ck["pca"])
         clusterings = make_clusterings(cfg, k, k_train, 0)
         clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
         clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
         start = ck["epoch"] + 1
         bf16 = ck["bf16"]  # a resumed run keeps the precision it started with
-        rows = [r for r in run.metrics() if r["epoch"] < start]
+        rows = run.checkpoint_rows(ck)
+        run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
         if progress:
-            print(f"resuming {run.dir} after epoch {ck['epoch']}")
+            print(f"resuming {run.path} after epoch {ck['epoch']}")
     else:
         bf16 = use_bf16(cfg.precision, model, data.x_train[:cfg.batch_size * cfg.views])
 
@@ -413,20 +365,18 @@ def _train(cfg: TrainConfig, run: Run, resume: bool, progress: bool) -> list[dic
                    time_eval=t4 - t3)
         labels = new
         rows.append(row)
-        run.save_checkpoint({
+        run.save_epoch({
             "epoch": epoch, "model": model.body_state(), "optimizer": optimizer.state_dict(),
-            "labels": labels, "targets": targets.labels, "prototypes": targets.prototypes,
-            "k": k, "clusterer": clusterings.state_dict(), "pca": pca.state_dict(),
-            "input_mean": data.mean, "input_std": data.std, "config": cfg.to_dict(),
-            "bf16": bf16,
-            "version": __version__,
-        })
-        run.write_metrics(rows)
-        plot_curves(rows, run.dir / "curves.png")
-        if cfg.clusterer == "stdp":
-            from deepstdp.snn_plots import write_pictures
-
-            write_pictures(clusterer, run.dir)
+            "labels": torch.from_numpy(labels), "targets": torch.from_numpy(targets.labels),
+            "prototypes": targets.prototypes, "k": k, "clusterer": clusterings.state_dict(),
+            "pca": pca.state_dict(), "input_mean": data.mean, "input_std": data.std,
+            "config": cfg.to_dict(), "bf16": bf16, "version": __version__,
+        }, rows)
+        plot_curves(rows, run / "curves.png")
+        if kind.pictures is not None:
+            kind.pictures(clusterer, run.path)
+        if log is not None:
+            log.write(row, [run / name for name in PICTURES])
         if progress:
             print(format_row(row), flush=True)
     return rows

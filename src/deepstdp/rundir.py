@@ -1,0 +1,274 @@
+"""A run directory: the one module that knows its layout, writes it and reads it back.
+
+RUN/
+  config.json     the resolved settings and the package version
+  checkpoint.pt   the last complete epoch: weights, optimiser, clusterers, PCA, targets and
+                  every metrics row so far; tensors and plain types only, so a plain
+                  `torch.load(path)` (weights_only) opens it
+  metrics.jsonl   the same rows, one JSON object per epoch, for people and plots
+  curves.png, stdp_*.png             pictures of that epoch
+  spiking.pt, spiking.json/.md/.png  written by convert and evaluate
+  tensorboard/    event files, with the tensorboard option
+  .lock           held (flock) while a process trains here
+
+Crash safety: the checkpoint is the truth. It is replaced atomically, and metrics.jsonl is then
+rewritten from the rows inside it; a crash in between leaves metrics.jsonl one epoch behind,
+and resuming rewrites it from the checkpoint and removes stale temp files. Nothing is written
+before every input has been validated, and a start that fails before its first checkpoint
+leaves the directory as it found it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from deepstdp.config import TrainConfig
+from deepstdp.util import DeepSTDPError, atomic_write, remove_stale_tmp, write_json_atomic
+
+if TYPE_CHECKING:
+    from deepstdp.clustering import Clusterer, PCAWhitening
+    from deepstdp.models import ConvNet
+
+CONFIG, CHECKPOINT, METRICS, LOCK = "config.json", "checkpoint.pt", "metrics.jsonl", ".lock"
+TENSORBOARD = "tensorboard"
+PICTURES = ("curves.png", "stdp_weights.png", "stdp_activity.png")
+"""Drawn after every epoch (the spiking layer's two only for the spiking clusterer)."""
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, "spiking.pt", "spiking.json",
+             "spiking.md", "spiking.png")
+RESUMABLE_CHANGES = ("epochs", "threads")
+"""Settings that may differ when a run is resumed: the length, and the thread count (which
+makes the continuation reproducible only for the same count)."""
+
+
+def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as JSON types only (numpy scalars would make the checkpoint need pickle)."""
+    return json.loads(json.dumps(rows))
+
+
+class RunDir:
+    """One run directory (see the module docstring for its layout)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    def holds_run(self) -> bool:
+        return (self / CHECKPOINT).exists()
+
+    # ------------------------------------------------------------------ before writing
+
+    def check_start(self, resume: bool, force: bool) -> None:
+        """Refuse a start that could not proceed, touching nothing."""
+        if resume and force:
+            raise DeepSTDPError("resume and force exclude each other: resume continues the run "
+                                "in place, force replaces it")
+        check_writable(self.path)
+        if resume:
+            if not self.holds_run():
+                raise DeepSTDPError(f"nothing to resume: {self / CHECKPOINT} not found")
+        elif self.holds_run() and not force:
+            raise DeepSTDPError(f"run directory {self.path} already holds a run; resume it or "
+                                "replace it (force)")
+
+    def saved_config(self) -> TrainConfig:
+        """The settings the run was started with (its checkpoint's, else config.json)."""
+        if self.holds_run():
+            return TrainConfig.from_dict(self.load_checkpoint()["config"])
+        return TrainConfig.from_file(self / CONFIG)
+
+    def check_same(self, cfg: TrainConfig, done_epochs: int) -> None:
+        saved, now = self.saved_config().to_dict(), cfg.to_dict()
+        diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+        if diff:
+            raise DeepSTDPError(f"cannot resume {self.path}: settings differ from the saved run "
+                                f"({', '.join(diff)})")
+        if cfg.epochs < done_epochs:
+            raise DeepSTDPError(f"cannot resume {self.path} to {cfg.epochs} epochs: it has "
+                                f"done {done_epochs}")
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def writing(self, cfg: TrainConfig, resume: bool) -> Iterator[RunDir]:
+        """Hold the directory for one process; a fresh start replaces the old run's files
+        (the caller has validated everything and checked `check_start`), a failed one before
+        its first checkpoint removes what it made."""
+        created = not self.path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        lock = open(self / LOCK, "w")  # noqa: SIM115 - held for the whole block
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            raise DeepSTDPError(f"another process is writing to {self.path}") from None
+        remove_stale_tmp(self.path)
+        if not resume:
+            for name in RUN_FILES:
+                (self / name).unlink(missing_ok=True)
+            shutil.rmtree(self / TENSORBOARD, ignore_errors=True)
+        from deepstdp import __version__
+
+        write_json_atomic(self / CONFIG, {**cfg.to_dict(), "version": __version__})
+        try:
+            yield self
+        except BaseException:
+            if not resume and not self.holds_run():
+                (self / CONFIG).unlink(missing_ok=True)
+                remove_stale_tmp(self.path)
+            raise
+        finally:
+            (self / LOCK).unlink(missing_ok=True)
+            lock.close()
+            if created and not any(self.path.iterdir()):
+                self.path.rmdir()
+
+    def save_epoch(self, state: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+        """The checkpoint (with every row so far inside it), then metrics.jsonl from it."""
+        import torch
+
+        rows = _plain(rows)
+        atomic_write(self / CHECKPOINT, lambda p: torch.save({**state, "metrics": rows}, p))
+        self.write_metrics(rows)
+
+    def write_metrics(self, rows: list[dict[str, Any]]) -> None:
+        from deepstdp.util import write_text_atomic
+
+        write_text_atomic(self / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
+
+    # ------------------------------------------------------------------ reading
+
+    def metrics(self) -> list[dict[str, Any]]:
+        path = self / METRICS
+        if not path.exists():
+            return []
+        try:
+            return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        except json.JSONDecodeError as e:
+            raise DeepSTDPError(f"{path} is not valid JSON lines: {e}") from None
+
+    def load_checkpoint(self) -> dict[str, Any]:
+        """checkpoint.pt on the CPU, read without unpickling code (weights_only)."""
+        return load_checkpoint_file(self / CHECKPOINT)
+
+    def checkpoint_rows(self, ck: dict[str, Any]) -> list[dict[str, Any]]:
+        """The metrics rows up to the checkpoint's epoch: carried inside it since 0.3, read
+        from metrics.jsonl (trimmed) for older runs."""
+        if "metrics" in ck:
+            return list(ck["metrics"])
+        return [r for r in self.metrics() if r["epoch"] <= ck["epoch"]]
+
+    def checkpoint_digest(self) -> str:
+        return hashlib.sha256(self._existing(CHECKPOINT).read_bytes()).hexdigest()
+
+    def _existing(self, name: str) -> Path:
+        path = self / name
+        if not path.exists():
+            raise DeepSTDPError(f"no trained run in {self.path}: {path} not found")
+        return path
+
+
+def check_writable(path: Path) -> None:
+    """A run directory can be made at `path`: not a file, and its first existing ancestor is
+    a writable directory."""
+    if path.exists() and not path.is_dir():
+        raise DeepSTDPError(f"output {path} is a file, not a directory")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise DeepSTDPError(f"cannot create {path}: {probe} is a file")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise DeepSTDPError(f"cannot write to {probe}: permission denied")
+
+
+def _legacy_numpy_globals() -> list[Any]:
+    """What deepstdp <= 0.2 checkpoints pickled besides tensors: numpy arrays (data only)."""
+    import numpy as np
+
+    return [np.ndarray, np.dtype, np._core.multiarray._reconstruct,
+            *(getattr(np.dtypes, n) for n in ("Int64DType", "Int32DType", "Float32DType",
+                                              "Float64DType", "UInt64DType", "BoolDType"))]
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint on the CPU; a clear error when it is missing, truncated or not ours."""
+    import torch
+
+    path = Path(path)
+    if not path.exists():
+        raise DeepSTDPError(f"no trained run in {path.parent}: {path} not found")
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            ck = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeepSTDPError(f"{path} is corrupt, truncated or not a deepstdp checkpoint "
+                            f"({reason[:120]})") from None
+    if not isinstance(ck, dict) or not {"epoch", "model", "config", "k"} <= set(ck):
+        raise DeepSTDPError(f"{path} is not a deepstdp checkpoint")
+    return ck
+
+
+# ---------------------------------------------------------------------- restoring a run
+
+
+class LoadedRun(NamedTuple):
+    """A trained run, ready to use: `clusterer.predict(pca.transform(embeddings))`."""
+
+    config: TrainConfig
+    model: ConvNet
+    pca: PCAWhitening
+    clusterer: Clusterer
+    checkpoint: dict[str, Any]
+
+
+def model_from_checkpoint(ck: dict[str, Any]) -> tuple[ConvNet, TrainConfig]:
+    """The checkpoint's network in eval mode (its top layer is not saved) and its settings."""
+    from deepstdp.models import ConvNet
+
+    cfg = TrainConfig.from_dict(ck["config"])
+    state = ck["model"]
+    in_channels = state["sobel.gray"].shape[1] if cfg.sobel else state["body.0.weight"].shape[1]
+    model = ConvNet.from_config(cfg, in_channels, ck["k"])
+    model.load_body(state)
+    return model.eval(), cfg
+
+
+def clusterer_from_checkpoint(ck: dict[str, Any], cfg: TrainConfig) -> Clusterer:
+    """The run's evaluated clusterer (k clusters), as fitted at the checkpoint's epoch."""
+    from deepstdp.registry import make_clusterer
+
+    clusterer = make_clusterer(cfg, ck["k"], 0)
+    clusterer.load_state_dict(ck["clusterer"]["evaluated"])
+    return clusterer
+
+
+def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+    return RunDir(run_dir).load_checkpoint()
+
+
+def checkpoint_digest(run_dir: str | os.PathLike) -> str:
+    """Identifies the checkpoint a converted network was made from."""
+    return RunDir(run_dir).checkpoint_digest()
+
+
+def load_run(path: str | os.PathLike) -> LoadedRun:
+    """Everything needed to use a trained run, from its directory, in one call."""
+    from deepstdp.clustering import PCAWhitening
+
+    ck = RunDir(path).load_checkpoint()
+    model, cfg = model_from_checkpoint(ck)
+    return LoadedRun(cfg, model, PCAWhitening.from_state_dict(ck["pca"]),
+                     clusterer_from_checkpoint(ck, cfg), ck)

@@ -1,0 +1,203 @@
+"""Run directories survive crashes, refuse bad starts untouched, and load without pickle."""
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepstdp import load_run
+from deepstdp.cli import main
+from deepstdp.config import TrainConfig
+from deepstdp.rundir import RunDir
+from deepstdp.training import train
+from deepstdp.util import DeepSTDPError
+
+SMALL = dict(widths="16,M", feat_dim=32, pca_dim=16, image_size=12, threads=1,
+             precision="fp32", k_train=20)
+SMALL_ARGS = ["--precision", "fp32", "--k-train", "20", "--widths", "16,M", "--feat-dim", "32",
+              "--pca-dim", "16", "--image-size", "12", "--threads", "1", "--quiet"]
+TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
+
+
+def rows_without_times(path: Path) -> list[dict]:
+    rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+
+def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+    epochs = 4
+    cmd = [sys.executable, "-m", "deepstdp.cli", "train", "--epochs", str(epochs), "--seed", "1",
+           *SMALL_ARGS]
+    ref = tmp_path / "ref"
+    subprocess.run([*cmd, "--out", str(ref)], check=True, timeout=600)
+    run = tmp_path / "run"
+    rng = random.Random(0)
+    kills = 0
+    for _ in range(5):  # bounded tries; a try that finishes before its kill ends the loop
+        resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
+        proc = subprocess.Popen([*cmd, "--out", str(run), *resume])
+        try:
+            proc.wait(timeout=rng.uniform(2.0, 8.0))
+            break
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            kills += 1
+        if (run / "checkpoint.pt").exists():  # after any crash: checkpoint and rows agree
+            ck = RunDir(run).load_checkpoint()
+            assert [r["epoch"] for r in ck["metrics"]] == list(range(ck["epoch"] + 1))
+    resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
+    subprocess.run([*cmd, "--out", str(run), *resume], check=True, timeout=600)
+    assert kills >= 1
+    assert rows_without_times(run) == rows_without_times(ref)
+    assert not list(run.glob(".*.tmp")) and not (run / ".lock").exists()
+
+
+def test_resume_removes_stale_temp_files_and_rewrites_lagging_metrics(tmp_path):
+    run = tmp_path / "run"
+    train(TrainConfig(epochs=2, **SMALL), run, quiet=True)
+    full = (run / "metrics.jsonl").read_text()
+    # A crash between the checkpoint's rename and the metrics write, and a half-written file:
+    (run / "metrics.jsonl").write_text("".join(full.splitlines(keepends=True)[:2]))
+    (run / ".checkpoint.pt.x1y2.tmp").write_bytes(b"partial")
+    train(TrainConfig(epochs=2, **SMALL), run, resume=True, quiet=True)
+    assert (run / "metrics.jsonl").read_text() == full
+    assert not list(run.glob(".*.tmp"))
+
+
+def test_force_with_a_bad_input_leaves_the_finished_run_alone(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("DEEPSTDP_DATA", raising=False)
+    run = tmp_path / "run"
+    assert main(["train", "--out", str(run), "--epochs", "1", *SMALL_ARGS]) == 0
+    before = snapshot(run)
+    assert main(["train", "--out", str(run), "--force", "--dataset", "tiny-imagenet",
+                 "--data-root", "/nonexistent", *SMALL_ARGS]) == 2
+    assert "/nonexistent" in capsys.readouterr().err
+    assert snapshot(run) == before
+
+
+def test_a_start_that_fails_before_its_first_checkpoint_leaves_no_trace(tmp_path, monkeypatch):
+    import deepstdp.training as training
+
+    def broken(*args, **kwargs):
+        raise DeepSTDPError("clustering failed")
+
+    monkeypatch.setattr(training, "cluster", broken)
+    with pytest.raises(DeepSTDPError, match="clustering failed"):
+        train(TrainConfig(epochs=1, **SMALL), tmp_path / "new", quiet=True)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(DeepSTDPError):
+        train(TrainConfig(epochs=1, **SMALL), tmp_path / "mine", quiet=True)
+    assert snapshot(tmp_path / "mine") == {"notes.txt": b"keep"}
+
+
+def test_resume_cannot_go_below_the_epochs_done(tmp_path):
+    train(TrainConfig(epochs=2, **SMALL), tmp_path / "run", quiet=True)
+    with pytest.raises(DeepSTDPError, match="to 1 epochs: it has done 2"):
+        train(TrainConfig(epochs=1, **SMALL), tmp_path / "run", resume=True, quiet=True)
+
+
+def test_files_follow_the_umask_and_checkpoints_load_without_pickle(tmp_path):
+    old = os.umask(0o027)
+    try:
+        train(TrainConfig(epochs=1, **SMALL), tmp_path / "run", quiet=True)
+    finally:
+        os.umask(old)
+    for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png"):
+        assert stat.S_IMODE((tmp_path / "run" / name).stat().st_mode) == 0o640, name
+    ck = torch.load(tmp_path / "run" / "checkpoint.pt")  # torch's default: weights_only=True
+    assert ck["epoch"] == 1 and len(ck["metrics"]) == 2
+    run = load_run(tmp_path / "run")
+    x = torch.randn(4, 3, 12, 12)
+    with torch.no_grad():
+        emb = run.model.embed_features(run.model.features(x)).numpy()
+    assert run.clusterer.predict(run.pca.transform(emb)).shape == (4,)
+    assert run.config.widths == "16,M"
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty"])
+def test_a_corrupt_checkpoint_is_a_one_line_error(tmp_path, capsys, damage):
+    run = tmp_path / "run"
+    train(TrainConfig(epochs=1, **SMALL), run, quiet=True)
+    data = (run / "checkpoint.pt").read_bytes()
+    damaged = {"truncate": data[:len(data) // 2], "garbage": b"not a checkpoint" * 10,
+               "empty": b""}[damage]
+    (run / "checkpoint.pt").write_bytes(damaged)
+    for argv in (["evaluate", str(run), "--quiet"],
+                 ["train", "--out", str(run), "--resume", "--quiet"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert "is corrupt, truncated or not a deepstdp checkpoint" in err
+        assert err.count("\n") == 1
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat_file.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_compare_workers_end_with_the_command(tmp_path, how):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deepstdp.cli", "compare", "--clusterers", "kmeans",
+         "--seeds", "0,1", "--jobs", "2", "--epochs", "30", "--out", str(tmp_path / "cmp"),
+         *SMALL_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and len(workers) < 2:
+        time.sleep(0.5)
+        workers = [c for c in _children(proc.pid) if "spawn_main" in
+                   Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
+    assert len(workers) == 2
+    proc.send_signal(how)
+    proc.wait(timeout=30)
+    deadline = time.time() + 30
+    while time.time() < deadline and any(_alive(w) for w in workers):
+        time.sleep(0.2)
+    assert not any(_alive(w) for w in workers), [Path(f"/proc/{w}/stat").read_text()
+                                                 for w in workers if _alive(w)]
+    if how == signal.SIGTERM:
+        assert proc.returncode == 130 and "interrupted" in proc.stderr.read()
+
+
+def test_tensorboard_log_has_every_epochs_scalars_and_pictures(tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(TrainConfig(epochs=1, **SMALL), tmp_path / "run", quiet=True, tensorboard=True)
+    train(TrainConfig(epochs=2, **SMALL), tmp_path / "run", resume=True, quiet=True,
+          tensorboard=True)
+    events = EventAccumulator(str(tmp_path / "run" / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/acc")] == [0, 1, 2]
+    assert [e.step for e in events.Scalars("val/acc")] == [0, 1, 2]
+    assert "features/knn_acc" in events.Tags()["scalars"]
+    assert [e.step for e in events.Images("curves")] == [0, 1, 2]
