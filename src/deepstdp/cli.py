@@ -252,9 +252,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     from deepstdp.nir_export import export_run
 
     set_threads(args.threads)
-    graph = export_run(args.run_dir, args.nir, progress=not args.quiet)
+    graph = export_run(args.run_dir, args.nir, args.format, progress=not args.quiet)
     if not args.quiet:
-        print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes")
+        print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes, {args.format} format")
+    if graph.metadata.get("differences"):
+        print(f"note: the file differs from the network: {graph.metadata['differences']}",
+              file=sys.stderr)
     return 0
 
 
@@ -302,6 +305,11 @@ def add_conversion_parsers(sub: Any) -> None:
     x = sub.add_parser("export", help="write the converted network to a NIR file")
     x.add_argument("run_dir", help="run directory with checkpoint.pt")
     x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
+    x.add_argument("--format", choices=("exact", "portable"), default="exact",
+                   help="exact (default): spike for spike, runs in nirtorch with "
+                        "deepstdp.nir_export.nirtorch_node_map(); portable: nodes that snnTorch "
+                        "and Norse import, with membranes starting at 0 and, in snnTorch, reset "
+                        "to zero (docs/nir.md)")
     x.add_argument("--threads", type=int, help="default: all cores")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)

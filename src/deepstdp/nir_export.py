@@ -1,13 +1,35 @@
 """Export the converted network (and an STDP clusterer's layer) to NIR, the Neuromorphic
-Intermediate Representation (Pedersen et al. 2024), read by snnTorch, Norse, Lava, Sinabs,
-SpiNNaker2 and others.
+Intermediate Representation (Pedersen et al. 2024), in one of two formats.
 
-Discrete time, one step per NIR time unit (dt = 1); a recurrent edge carries the previous step's
-output. The CNN part is exact, i.e. it reproduces `SpikingNet.simulate` spike for spike:
+NIR has no neuron that resets by subtraction, and the importers of today each read a different
+subset of it, so no file is both exact and runnable by all of them. Tested with nir 1.0.8,
+nirtorch 2.6, snntorch 1.0.0, norse 1.1.0, torch 2.13; spike counts of the feature layer against
+`SpikingNet.simulate` on a 5-epoch avg-pool digits run (nine spiking layers, 50 images, T = 64;
+docs/nir.md has the commands):
 
-- input: the normalised image (x - input_mean) / input_std, presented as a constant current at
-  every step; Conv2d 'sobel' is the fixed grayscale+Sobel filter.
-- Conv2d/Affine carry the folded, threshold-scaled weights; AvgPool2d and Flatten are linear.
++----------+--------------------------------+--------------------------------------------------+
+| format   | nodes                          | reader: spike counts                             |
++==========+================================+==================================================+
+| exact    | Input, Conv2d, AvgPool2d,      | nirtorch `nir_to_torch(g, nirtorch_node_map())`: |
+| (default)| Flatten, Affine; I + Threshold | 190,647 vs 190,639 (float32 ties). snnTorch,     |
+|          | + Scale per layer (or IF with  | Norse: refuse I/Threshold/Scale (and IF,         |
+|          | reset to zero); STDP: Linear,  | AvgPool2d).                                      |
+|          | LIF, a second input/output     |                                                  |
++----------+--------------------------------+--------------------------------------------------+
+| portable | Input, Conv2d, CubaLIF, Output | Norse `from_nir(g, dt=1e-4, reset_method=        |
+|          |                                | reset_subtract)`: the network with v_init 0      |
+|          |                                | (187,468; exact when converted so).              |
+|          |                                | snnTorch `import_from_nir(g)`, Norse without     |
+|          |                                | reset_method: the network with reset to zero     |
+|          |                                | and v_init 0 (151,014; exact when converted so). |
++----------+--------------------------------+--------------------------------------------------+
+
+exact (the default: the file is the network, spike for spike). Discrete time, dt = 1; a
+recurrent edge carries the previous step's output.
+
+- input: the normalised image (x - input_mean) / input_std, a constant current every step;
+  Conv2d 'sobel' (runs with Sobel) is the fixed grayscale+Sobel filter; Conv2d/Affine carry the
+  folded, threshold-scaled weights; AvgPool2d and Flatten are linear.
 - IF layers with reset by subtraction (the default) cannot be NIR `IF` nodes, which reset to a
   fixed v_reset. Each becomes an integrator `I` (r = 1), a `Threshold` and a `Scale(-threshold)`
   fed back into the integrator: v_t = v_{t-1} + x_t - threshold * s_{t-1}, s_t = v_t > theta.
@@ -15,14 +37,23 @@ output. The CNN part is exact, i.e. it reproduces `SpikingNet.simulate` spike fo
 - With reset to zero, each layer is a NIR `IF` (r = 1, v_threshold = (1 - v_init) * threshold,
   v_reset = -v_init * threshold: the same shift).
 - Output 'output': the feature layer's spikes; count / T * metadata feature_threshold gives the
-  features that the run's projection and PCA-whitening (not exported: they are not spiking
-  operations) take.
+  features that the run's PCA-whitening (not exported: not a spiking operation) takes.
+- An STDP clusterer adds a second input 'stdp.input' (its 2*D on/off spike trains) -> Linear
+  'stdp.weights' -> LIF 'stdp.lif' <-> Linear 'stdp.inhibition' -> Output 'stdp.output'. That
+  part is approximate: NIR has no refractory period and no one-winner-per-step rule; both are in
+  the metadata, with the Poisson encoding and the neuron -> cluster map.
 
-An STDP clusterer adds a second, separate input 'stdp.input' (its 2*D on/off input spike
-trains) -> Linear 'stdp.weights' -> LIF 'stdp.lif' <-> Linear 'stdp.inhibition' (lateral
-inhibition) -> Output 'stdp.output'. That part is approximate, as NIR has no refractory period
-and no one-winner-per-step rule; both are recorded in the metadata, with the Poisson encoding and
-the neuron -> cluster map.
+portable: only the node types that snnTorch 1.0, Norse 1.1 and nirtorch 2.6 all map correctly.
+Pooling, flattening and linear layers become Conv2d (snnTorch has no SumPool2d, Norse no
+AvgPool2d; all three read NIR Flatten's dims as torch dims, flattening the batch; nirtorch's
+default Affine drops the bias), so the output is (features, 1, 1). Each IF layer is a CubaLIF with
+tau_syn = dt (the synapse passes its input through), tau_mem = 1e4 s and r = tau_mem / dt (one
+unit of input adds one to v; the leak, 1e-8 per step, rounds away in float32), v_leak = 0,
+v_reset = 0, at dt = 1e-4 s, the step snnTorch's importer assumes. The file is exact for a
+network converted with reset to zero and v_init 0. Otherwise metadata 'differences' says what it
+changes: membranes start at 0, and reset by subtraction is NIR's reset to v_reset (Norse restores
+it with reset_method=reset_subtract; snnTorch 1.0 cannot). The STDP layer is left out (its LIF
+has v_leak != 0, which snnTorch refuses, and nirtorch 2.6 loops forever on a second output).
 """
 
 from __future__ import annotations
@@ -31,16 +62,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
 from deepstdp.clustering import Clusterer
-from deepstdp.conversion import (
-    SpikingNet,
-    clusterer_from_checkpoint,
-    load_checkpoint,
-    load_spiking,
-    model_from_checkpoint,
-)
+from deepstdp.conversion import load_spiking
+from deepstdp.rundir import clusterer_from_checkpoint, load_checkpoint, model_from_checkpoint
+from deepstdp.spiking import SpikingNet
 from deepstdp.util import DeepSTDPError, atomic_write
+
+FORMATS = ("exact", "portable")
+PORTABLE_DT = 1e-4
+"""Seconds per step of a portable file: snnTorch 1.0's importer hard-codes this dt."""
+PORTABLE_TAU_MEM = 1e4
+"""Seconds: 1e8 steps, so snnTorch's beta = 1 - dt / tau_mem rounds to exactly 1 in float32."""
 
 
 def _nir() -> Any:
@@ -52,13 +87,22 @@ def _nir() -> Any:
     return nir
 
 
-def _np(t: Any) -> np.ndarray:
+def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().cpu().numpy().astype(np.float32)
 
 
+def _check_exportable(snn: SpikingNet) -> None:
+    for op in snn.ops:
+        if op.kind not in ("conv", "linear", "avgpool", "flatten", "if"):
+            what = "spiking max pooling" if op.kind == "maxgate" else op.kind
+            raise DeepSTDPError(f"layer {op.name} ({what}) has no NIR counterpart: only "
+                                "networks with average pooling can be exported")
+
+
 def cnn_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """NIR nodes and edges of the converted CNN, from 'input' to 'output'."""
+    """Exact format: NIR nodes and edges of the converted CNN, from 'input' to 'output'."""
     nir = _nir()
+    _check_exportable(snn)
     nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
     edges: list[tuple[str, str]] = []
     last, shape = "input", snn.input_shape
@@ -79,10 +123,10 @@ def cnn_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         elif op.kind == "flatten":
             nodes[op.name] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0,
                                          end_dim=-1)
-        elif op.kind == "if" and snn.reset == "zero":
+        elif snn.reset == "zero":
             nodes[op.name] = nir.IF(r=full, v_threshold=(1 - snn.v_init) * op.threshold * full,
                                     v_reset=-snn.v_init * op.threshold * full)
-        elif op.kind == "if":
+        else:
             first = f"{op.name}.v"
             nodes[first] = nir.I(r=full)
             nodes[op.name] = nir.Threshold(threshold=(1 - snn.v_init) * op.threshold * full)
@@ -91,6 +135,50 @@ def cnn_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
                       (f"{op.name}.reset", first)]
         edges.append((last, first))
         last, shape = op.name, out_shape
+    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
+    edges.append((last, "output"))
+    return nodes, edges
+
+
+def _as_conv(op: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, Any, Any, Any]:
+    """Weight, bias, stride and padding of a conv that computes `op` on a (C, H, W) input."""
+    if op.kind == "conv":
+        return _np(op.weight), op.bias, op.stride, op.padding
+    if op.kind == "avgpool":  # channel c's window mean, as a dense conv (nir 1.0.8 mistypes groups)
+        window = np.full(op.kernel, 1 / np.prod(op.kernel))
+        weight = np.eye(shape[0])[:, :, None, None] * window
+        return weight.astype(np.float32), None, op.stride, (0, 0)
+    # linear: the input is kept (C, H, W), or (features, 1, 1) after a first linear
+    return _np(op.weight).reshape(op.weight.shape[0], *shape), op.bias, (1, 1), (0, 0)
+
+
+def portable_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Portable format: the CNN as Input, Conv2d, CubaLIF and Output nodes only."""
+    nir = _nir()
+    _check_exportable(snn)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
+    edges: list[tuple[str, str]] = []
+    last, shape = "input", snn.input_shape
+    for op in snn.ops:
+        if op.kind == "flatten":
+            continue
+        if op.kind == "if":
+            full = np.ones(shape, dtype=np.float32)
+            nodes[op.name] = nir.CubaLIF(
+                tau_syn=PORTABLE_DT * full, tau_mem=PORTABLE_TAU_MEM * full,
+                r=PORTABLE_TAU_MEM / PORTABLE_DT * full, v_leak=0 * full,
+                v_threshold=op.threshold * full, v_reset=0 * full, w_in=full)
+        else:
+            weight, bias, stride, padding = _as_conv(op, shape)
+            nodes[op.name] = nir.Conv2d(
+                input_shape=tuple(shape[1:]), weight=weight, stride=stride, padding=padding,
+                dilation=1, groups=1,
+                bias=np.zeros(len(weight), np.float32) if bias is None else _np(bias))
+            size = [(n + 2 * p - k) // s + 1 for n, p, k, s in
+                    zip(shape[1:], padding, weight.shape[2:], stride, strict=True)]
+            shape = (len(weight), *size)
+        edges.append((last, op.name))
+        last = op.name
     nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
     edges.append((last, "output"))
     return nodes, edges
@@ -133,33 +221,130 @@ def stdp_nodes(clusterer: Clusterer) -> tuple[dict[str, Any], list[tuple[str, st
     return nodes, edges, meta
 
 
+def _portable_differences(snn: SpikingNet, stdp: bool) -> str:
+    """What a portable file changes about the network, '' when nothing."""
+    notes = []
+    if snn.v_init:
+        notes.append(f"membranes start at 0, not at {snn.v_init:g} * threshold")
+    if snn.reset == "subtract":
+        notes.append("reset by subtraction is written as NIR's reset to v_reset = 0 (Norse "
+                     "restores it with from_nir(..., reset_method=reset_subtract); snnTorch "
+                     "1.0 cannot)")
+    if stdp:
+        notes.append("the STDP layer is left out")
+    return "; ".join(notes)
+
+
 def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
-           metadata: dict[str, Any] | None = None) -> Any:
-    """The NIR graph of the converted CNN, plus the STDP layer when `clusterer` has one."""
+           metadata: dict[str, Any] | None = None, fmt: str = "exact") -> Any:
+    """The NIR graph of the converted CNN in format `fmt` (see FORMATS), plus the STDP layer
+    when `clusterer` has one and the format is exact."""
     nir = _nir()
-    nodes, edges = cnn_nodes(snn)
-    meta = {"source": "deepstdp", "dt": 1.0, "reset": snn.reset, "v_init": snn.v_init,
+    stdp = clusterer is not None and hasattr(clusterer, "weights_")
+    meta = {"source": "deepstdp", "format": fmt, "reset": snn.reset, "v_init": snn.v_init,
             "feature_threshold": snn.feature_threshold,
             "input": "normalised image, presented as a constant current at every step",
-            "readout": "features = output spike count / T * feature_threshold",
-            "recurrent_edges": "carry the previous step's output", **(metadata or {})}
-    if clusterer is not None and hasattr(clusterer, "weights_"):
-        more, more_edges, more_meta = stdp_nodes(clusterer)
-        nodes.update(more)
-        edges += more_edges
-        meta.update(more_meta)
-    return nir.NIRGraph(nodes=nodes, edges=edges, metadata=meta)
+            "readout": "features = output spike count / T * feature_threshold"}
+    if fmt == "exact":
+        nodes, edges = cnn_nodes(snn)
+        meta.update({"dt": 1.0, "recurrent_edges": "carry the previous step's output"})
+        if stdp:
+            more, more_edges, more_meta = stdp_nodes(clusterer)
+            nodes.update(more)
+            edges += more_edges
+            meta.update(more_meta)
+    elif fmt == "portable":
+        nodes, edges = portable_nodes(snn)
+        meta.update({"dt": PORTABLE_DT, "output_shape": "(features, 1, 1)",
+                     "differences": _portable_differences(snn, stdp)})
+    else:
+        raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    return nir.NIRGraph(nodes=nodes, edges=edges, metadata={**meta, **(metadata or {})})
 
 
-def export_run(run_dir: str | Path, path: str | Path, progress: bool = False) -> Any:
+def export_run(run_dir: str | Path, path: str | Path, fmt: str = "exact",
+               progress: bool = False) -> Any:
     """Write RUN_DIR's converted network (converting it first if needed) to a NIR file."""
     nir = _nir()
+    if fmt not in FORMATS:
+        raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(FORMATS)}")
     ck = load_checkpoint(run_dir)
     _, cfg = model_from_checkpoint(ck)
     snn = load_spiking(run_dir, progress)
     clusterer = clusterer_from_checkpoint(ck, cfg) if cfg.clusterer == "stdp" else None
     meta = {"input_mean": np.asarray(ck["input_mean"], dtype=np.float32),
             "input_std": np.asarray(ck["input_std"], dtype=np.float32)}
-    graph = to_nir(snn, clusterer, meta)
+    graph = to_nir(snn, clusterer, meta, fmt)
     atomic_write(path, lambda p: nir.write(p, graph))
     return graph
+
+
+# --------------------------------------------------------------- running exact files in torch
+
+
+class _Integrator(nn.Module):
+    """NIR I at dt = 1: v += r * x; outputs v."""
+
+    def __init__(self, node: Any):
+        super().__init__()
+        self.register_buffer("r", torch.as_tensor(node.r))
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        v = self.r * x if state is None else state + self.r * x
+        return v, v
+
+
+class _Threshold(nn.Module):
+    def __init__(self, node: Any):
+        super().__init__()
+        self.register_buffer("threshold", torch.as_tensor(node.threshold))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+
+class _Scale(nn.Module):
+    def __init__(self, node: Any):
+        super().__init__()
+        self.register_buffer("scale", torch.as_tensor(node.scale))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+class _IF(nn.Module):
+    """NIR IF at dt = 1, from v = 0: v += r * x; spike where v > v_threshold, then v = v_reset."""
+
+    def __init__(self, node: Any):
+        super().__init__()
+        for key in ("r", "v_threshold", "v_reset"):
+            self.register_buffer(key, torch.as_tensor(getattr(node, key)))
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
+        v = self.r * x if state is None else state + self.r * x
+        s = (v > self.v_threshold).to(x.dtype)
+        return s, torch.where(s > 0, self.v_reset, v)
+
+
+def _affine(node: Any) -> nn.Linear:
+    m = nn.Linear(node.weight.shape[1], node.weight.shape[0])
+    m.weight.data = torch.as_tensor(node.weight)
+    m.bias.data = torch.as_tensor(node.bias)
+    return m
+
+
+def _flatten(node: Any) -> nn.Flatten:
+    """NIR's dims leave out the batch; torch's count it."""
+    return nn.Flatten(node.start_dim + 1, node.end_dim + (node.end_dim >= 0))
+
+
+def nirtorch_node_map() -> dict[Any, Any]:
+    """Node map for nirtorch.nir_to_torch that runs an exact-format CNN file spike for spike.
+
+    It adds the node types nirtorch 2.6 lacks (I, Threshold, Scale, IF) and replaces two of its
+    defaults: Affine (which leaves the bias at its random initial value) and Flatten (which
+    reads NIR's dims as torch's, flattening the batch). The module returns (output, state).
+    """
+    nir = _nir()
+    return {nir.I: _Integrator, nir.Threshold: _Threshold, nir.Scale: _Scale, nir.IF: _IF,
+            nir.Affine: _affine, nir.Flatten: _flatten}
