@@ -11,6 +11,7 @@ from typing import Any
 
 from deepstdp import __version__
 from deepstdp.config import (
+    ACTIVATIONS,
     BALANCES,
     CLUSTERERS,
     DATASETS,
@@ -49,6 +50,10 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sobel", action=argparse.BooleanOptionalAction, default=None,
                    help="grayscale+Sobel input filter (default off)")
     g.add_argument("--pool", choices=("max", "avg"), help="pooling (default max)")
+    g.add_argument("--activation", choices=ACTIVATIONS,
+                   help="relu (default) or qcfs: quantised, converts to spiking neurons in "
+                        "few steps (docs/conversion.md)")
+    g.add_argument("--qcfs-levels", type=int, help="quantisation levels of qcfs (default 8)")
     g.add_argument("--proj-dim", type=int,
                    help="L2-normalised projection that is clustered; 0: the features "
                         "(default 128)")
@@ -230,21 +235,22 @@ def cmd_convert(args: argparse.Namespace) -> int:
                       calib_images=args.calib_images,
                       progress=not args.quiet)
     if not args.quiet:
-        ths = ", ".join(f"{op.threshold:.3g}" for op, _ in snn.stages)
-        print(f"wrote {args.run_dir}/spiking.pt: {len(snn.stages)} IF layers, "
+        ifs = [op for op, _ in snn.stages if op.kind == "if"]
+        ths = ", ".join(f"{op.threshold:.3g}" for op in ifs)
+        print(f"wrote {args.run_dir}/spiking.pt: {len(ifs)} IF layers, "
               f"{snn.n_neurons()} neurons, thresholds {ths}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepstdp.conversion import evaluate_run, format_rows, parse_timesteps
+    from deepstdp.evaluation import evaluate_run, format_rows, parse_timesteps
 
     steps = parse_timesteps(args.timesteps) if args.spiking else None
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
                        threads=args.threads, progress=not args.quiet)
     print(format_rows(res["ann"], res["rows"]))
     if steps:
-        print(f"wrote {args.run_dir}/spiking.json and spiking.png")
+        print(f"wrote {args.run_dir}/spiking.json, spiking.md and spiking.png")
     return 0
 
 
@@ -274,8 +280,8 @@ def add_conversion_parsers(sub: Any) -> None:
     c = sub.add_parser("convert", help="convert a run's CNN to integrate-and-fire neurons")
     c.add_argument("run_dir", help="run directory with checkpoint.pt; writes spiking.pt there")
     c.add_argument("--percentile", type=float, default=99.9,
-                   help="threshold = this percentile of a layer's positive activations "
-                        "(default 99.9)")
+                   help="threshold of a ReLU layer = this percentile of its positive "
+                        "activations (default 99.9); QCFS layers keep their trained one")
     c.add_argument("--reset", choices=("subtract", "zero"), default="subtract",
                    help="membrane reset after a spike (default subtract)")
     c.add_argument("--v-init", type=float, default=0.5,
@@ -293,7 +299,7 @@ def add_conversion_parsers(sub: Any) -> None:
     e.add_argument("run_dir", help="run directory with checkpoint.pt")
     e.add_argument("--spiking", action="store_true",
                    help="also simulate the converted network (converting it if needed) and "
-                        "write spiking.json and spiking.png")
+                        "write spiking.json, spiking.md and spiking.png")
     e.add_argument("--timesteps", default="16,32,64,128,256",
                    help="simulation lengths T, all in one run (default 16,32,64,128,256)")
     e.add_argument("--limit", type=int, help="images per split, spread evenly (default all)")

@@ -16,6 +16,7 @@ HEADS = ("centroid", "reset")
 SAMPLINGS = ("uniform", "shuffle")
 BALANCES = ("none", "sinkhorn")
 SCHEDULES = ("cosine", "constant")
+ACTIVATIONS = ("relu", "qcfs")
 
 
 @dataclass
@@ -43,6 +44,13 @@ class TrainConfig:
     keeping colour as a cue (docs/learning.md)."""
     pool: str = "max"
     """'max' or 'avg'; 'avg' converts to spiking neurons without a spiking max-pool."""
+    activation: str = "relu"
+    """'relu', or 'qcfs': Bu et al.'s quantisation-clip-floor-shift activation with a trainable
+    threshold per layer, after which the spiking conversion needs about `qcfs_levels` steps
+    instead of hundreds (docs/conversion.md)."""
+    qcfs_levels: int = 8
+    """Quantisation levels L of 'qcfs': the converted network matches the CNN on average after
+    T = L steps, so fewer levels mean fewer steps and coarser activations."""
     dropout: float = 0.0
     """Dropout before the feature layer. Every run of docs/learning.md used none; DeepCluster's
     0.3 was not measured under the recipe."""
@@ -149,6 +157,11 @@ class TrainConfig:
             raise DeepSTDPError(f"--image-size must be at least 8, got {self.image_size}")
         if self.threads is not None and self.threads < 1:
             raise DeepSTDPError(f"--threads must be at least 1, got {self.threads}")
+        if self.activation not in ACTIVATIONS:
+            raise DeepSTDPError(f"unknown activation {self.activation!r}: use "
+                                f"{' or '.join(ACTIVATIONS)}")
+        if self.qcfs_levels < 1:
+            raise DeepSTDPError(f"qcfs_levels must be at least 1, got {self.qcfs_levels}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise DeepSTDPError(f"unknown precision {self.precision!r}: use auto, bf16 or fp32")
         if self.stdp_carry not in ("continue", "fresh"):

@@ -1,15 +1,21 @@
 """The rate-based CNN: VGG-style convolutions, a feature layer, and DeepCluster's top layer.
 
-Only ReLU, BatchNorm (foldable into the weights), pooling and linear layers are used, so the
-trained network converts to integrate-and-fire neurons by rate-based ANN-to-SNN conversion.
+Only ReLU (or QCFS), BatchNorm (foldable into the weights), pooling and linear layers are used,
+so the trained network converts to integrate-and-fire neurons by rate-based ANN-to-SNN conversion.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
+from deepstdp.activations import make_activation
 from deepstdp.util import DeepSTDPError
+
+if TYPE_CHECKING:
+    from deepstdp.config import TrainConfig
 
 
 def parse_widths(spec: str) -> list[int | str]:
@@ -52,7 +58,8 @@ class ConvNet(nn.Module):
     The embedding is what gets clustered: an L2-normalised linear projection of the features
     (`proj_dim` > 0, DeepCluster-v2 and SwAV) or the features themselves. The top layer is
     either a fresh linear layer (`reset_top`, DeepCluster) or fixed cluster centroids
-    (`set_prototypes`, DeepCluster-v2).
+    (`set_prototypes`, DeepCluster-v2). Every nonlinearity is `activation`: 'relu', or 'qcfs'
+    (activations.QCFS with `qcfs_levels` levels), which converts to spiking neurons in few steps.
     """
 
     def __init__(
@@ -65,6 +72,8 @@ class ConvNet(nn.Module):
         pool: str = "max",
         dropout: float = 0.3,
         proj_dim: int = 0,
+        activation: str = "relu",
+        qcfs_levels: int = 8,
     ):
         super().__init__()
         if pool not in ("max", "avg"):
@@ -77,14 +86,14 @@ class ConvNet(nn.Module):
                 layers.append(nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
             else:
                 layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w),
-                           nn.ReLU(inplace=True)]
+                           make_activation(activation, qcfs_levels)]
                 c = w
         # A fixed 2x2 grid keeps some spatial layout and makes the head independent of image size.
         layers.append(nn.AdaptiveAvgPool2d(2))
         self.body = nn.Sequential(*layers)
         self.head = nn.Sequential(
             nn.Flatten(), nn.Dropout(dropout), nn.Linear(4 * c, feat_dim, bias=False),
-            nn.BatchNorm1d(feat_dim), nn.ReLU(inplace=True),
+            nn.BatchNorm1d(feat_dim), make_activation(activation, qcfs_levels),
         )
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -97,6 +106,13 @@ class ConvNet(nn.Module):
         self.embed_dim = proj_dim or feat_dim
         self.top = nn.Linear(self.embed_dim, n_clusters)
         self.reset_top(n_clusters)
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, in_channels: int, n_clusters: int) -> ConvNet:
+        """The network a run's settings describe (the one place that maps them)."""
+        return cls(in_channels, n_clusters, widths=cfg.widths, feat_dim=cfg.feat_dim,
+                   sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout, proj_dim=cfg.proj_dim,
+                   activation=cfg.activation, qcfs_levels=cfg.qcfs_levels)
 
     def reset_top(self, n_clusters: int) -> None:
         """Fresh top layer: DeepCluster re-initialises it because cluster ids permute each epoch."""

@@ -144,3 +144,56 @@ def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
         "![confusion](confusion.png)", "",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- spiking evaluation
+
+
+def plot_spiking(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """ACC and agreement with the CNN pipeline (train, val) against T; the CNN's ACC as lines."""
+    ts = [r["timesteps"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 3.8), constrained_layout=True)
+    ax.plot(ts, [r["acc"] for r in rows], "o-", label="ACC train (spiking)")
+    ax.plot(ts, [r["val_acc"] for r in rows], "s-", label="ACC val (spiking)")
+    ax.plot(ts, [r["agreement"] for r in rows], "^--", label="agreement with CNN (train)")
+    ax.plot(ts, [r["val_agreement"] for r in rows], "v--", label="agreement with CNN (val)")
+    ax.axhline(rows[0]["ann_acc"], color="C0", ls=":", label="ACC train (CNN)")
+    ax.axhline(rows[0]["ann_val_acc"], color="C1", ls=":", label="ACC val (CNN)")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ts, [str(t) for t in ts])
+    ax.set_xlabel("time steps T")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
+    plt.close(fig)
+
+
+def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_mac: float,
+                     pj_per_ac: float) -> str:
+    """spiking.md: the CNN, then per T the spiking pipeline's metrics, agreement and costs."""
+    first = rows[0]
+    head = ("| T | ACC | NMI | ARI | val ACC | val NMI | val ARI | agreement train / val | "
+            "SOPs/image | SOPs / MACs | energy (uJ) | ms/image |")
+    lines = [
+        "# Spiking evaluation", "",
+        f"{first['images_train']} train and {first['images_val']} val images; simulated on "
+        f"{first['threads']} thread(s). CNN: {first['macs_per_image'] / 1e6:.2f} M MACs per "
+        f"image ({first['input_macs_per_image'] / 1e6:.2f} M in the analog input stage). "
+        f"Energy at 45 nm (Horowitz, ISSCC 2014): {pj_per_mac} pJ per MAC, {pj_per_ac} pJ per "
+        "accumulate; the SNN's includes its analog stage and one add per step for each neuron "
+        "with a constant input.", "",
+        head, "|" + " ---: |" * len(head.strip("|").split("|")),
+        f"| CNN | {ann['acc']:.3f} | {ann['nmi']:.3f} | {ann['ari']:.3f} | "
+        f"{ann['val_acc']:.3f} | {ann['val_nmi']:.3f} | {ann['val_ari']:.3f} | - | - | - | "
+        f"{first['energy_ann_uj']:.1f} | - |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['timesteps']} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} | "
+            f"{r['val_acc']:.3f} | {r['val_nmi']:.3f} | {r['val_ari']:.3f} | "
+            f"{r['agreement']:.3f} / {r['val_agreement']:.3f} | "
+            f"{r['sops_per_image'] / 1e6:.2f} M | "
+            f"{r['sops_per_image'] / r['macs_per_image']:.2f} | {r['energy_snn_uj']:.1f} | "
+            f"{r['seconds_per_image'] * 1e3:.2f} |")
+    return "\n".join([*lines, "", "![spiking](spiking.png)", ""])

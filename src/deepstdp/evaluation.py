@@ -1,0 +1,159 @@
+"""Evaluation of a run: its CNN pipeline and, image by image, its spiking version.
+
+The spiking feature layer's rates, scaled back to activations, go through the run's own
+projection, PCA-whitening and clusterer, so the two pipelines can be compared on the same images
+(docs/conversion.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from deepstdp.conversion import load_spiking, spread
+from deepstdp.metrics import cluster_metrics
+from deepstdp.spiking import PJ_PER_AC, PJ_PER_MAC, SpikingNet
+from deepstdp.threads import pinned
+from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
+
+SPLITS = (("train", ""), ("val", "val_"))
+"""Split names and the prefix of their metrics in a row."""
+
+
+def parse_timesteps(text: str) -> list[int]:
+    tokens = [t.strip() for t in text.split(",") if t.strip()]
+    if not tokens or not all(t.isdigit() and int(t) > 0 for t in tokens):
+        raise DeepSTDPError(f"bad timesteps {text!r}: use positive integers, e.g. 16,64")
+    return sorted({int(t) for t in tokens})
+
+
+def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
+                     batch: int = 256, progress: bool = False, desc: str = "spiking"
+                     ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, float]]:
+    """Feature rates scaled back to activations (count / T * threshold), and the mean SOPs and
+    simulation seconds per image, at each T."""
+    feats: dict[int, list[torch.Tensor]] = {t: [] for t in timesteps}
+    sops = {t: 0.0 for t in timesteps}
+    seconds = {t: 0.0 for t in timesteps}
+    for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
+        res = snn.simulate(x[i:i + batch], timesteps)
+        for t in timesteps:
+            feats[t].append(res.counts[t] / t * snn.feature_threshold)
+            sops[t] += float(res.sops[t].sum())
+            seconds[t] += res.seconds[t]
+    return ({t: torch.cat(f).float().numpy() for t, f in feats.items()},
+            {t: s / len(x) for t, s in sops.items()},
+            {t: s / len(x) for t, s in seconds.items()})
+
+
+def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
+                 limit: int | None = None, batch: int = 256, threads: int | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """The CNN pipeline's metrics and, with `timesteps`, the spiking pipeline's at each T.
+
+    With timesteps, writes RUN_DIR/spiking.json (one object per T), spiking.md (the table) and
+    spiking.png. Returns {"ann": metrics, "rows": [per-T objects]}.
+    """
+    from deepstdp.rundir import load_run
+    from deepstdp.training import Data, embed, extract_features
+
+    if limit is not None and limit < 1:
+        raise DeepSTDPError(f"limit must be at least 1 image, got {limit}")
+    if batch < 1:
+        raise DeepSTDPError(f"batch must be at least 1, got {batch}")
+    with pinned(threads) as n_threads:
+        run = load_run(run_dir)
+        data = Data(run.config, progress)
+
+        def cluster(features: np.ndarray) -> np.ndarray:
+            return run.clusterer.predict(run.pca.transform(embed(run.model, features)))
+
+        splits = {}
+        for name, x, y in (("train", data.x_train, data.train.labels),
+                           ("val", data.x_val, data.val.labels)):
+            idx = spread(len(x), limit)
+            splits[name] = Split(x[idx], y[idx.numpy()],
+                                 cluster(extract_features(run.model, x[idx], bf16=False)))
+        ann = {f"{p}{m}": v for name, p in SPLITS
+               for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
+        if not timesteps:
+            return {"ann": ann, "rows": []}
+        snn = load_spiking(run_dir, progress)
+        for name, split in splits.items():
+            split.simulate(snn, timesteps, batch, progress, name)
+        rows = [{"timesteps": t, **_spiking_metrics(splits, t, cluster),
+                 **snn.costs(_per_image(splits, "sops", t), t),
+                 "seconds_per_image": _per_image(splits, "seconds", t), "threads": n_threads,
+                 **{f"ann_{m}": v for m, v in ann.items()},
+                 "images_train": len(splits["train"].x), "images_val": len(splits["val"].x)}
+                for t in timesteps]
+    write_outputs(Path(run_dir), ann, rows)
+    return {"ann": ann, "rows": rows}
+
+
+@dataclass
+class Split:
+    """The evaluated images of one split, their classes, the CNN pipeline's clusters and,
+    once simulated, the spiking features, SOPs and seconds per image at each T."""
+
+    x: torch.Tensor
+    labels: np.ndarray
+    pred: np.ndarray
+    features: dict[int, np.ndarray] = field(default_factory=dict)
+    sops: dict[int, float] = field(default_factory=dict)
+    seconds: dict[int, float] = field(default_factory=dict)
+
+    def simulate(self, snn: SpikingNet, timesteps: Sequence[int], batch: int, progress: bool,
+                 name: str) -> None:
+        self.features, self.sops, self.seconds = spiking_features(
+            snn, self.x, timesteps, batch, progress, f"spiking {name}")
+
+
+def _spiking_metrics(splits: dict[str, Split], t: int,
+                     cluster: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
+    """Per split, agreement with the CNN pipeline's clusters and ACC/NMI/ARI, at T = t."""
+    out = {}
+    for name, p in SPLITS:
+        split = splits[name]
+        pred = cluster(split.features[t])
+        out[f"{p}agreement"] = float((pred == split.pred).mean())
+        out.update({f"{p}{m}": v for m, v in cluster_metrics(split.labels, pred).items()})
+    return out
+
+
+def _per_image(splits: dict[str, Split], what: str, t: int) -> float:
+    """Mean per image over both splits of `what` ('sops' or 'seconds') at T = t."""
+    total = sum(getattr(s, what)[t] * len(s.x) for s in splits.values())
+    return total / sum(len(s.x) for s in splits.values())
+
+
+def write_outputs(run_dir: Path, ann: dict[str, float], rows: list[dict[str, Any]]) -> None:
+    """spiking.json (the rows), spiking.md (the table) and spiking.png (ACC and agreement)."""
+    from deepstdp.report import plot_spiking, spiking_markdown
+
+    write_json_atomic(run_dir / "spiking.json", rows)
+    write_text_atomic(run_dir / "spiking.md", spiking_markdown(ann, rows, PJ_PER_MAC, PJ_PER_AC))
+    plot_spiking(rows, run_dir / "spiking.png")
+
+
+def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
+    """The printed summary: the CNN, then one line per T."""
+    lines = [f"CNN      ACC {ann['acc']:.3f} NMI {ann['nmi']:.3f} ARI {ann['ari']:.3f} | "
+             f"val ACC {ann['val_acc']:.3f} NMI {ann['val_nmi']:.3f} ARI {ann['val_ari']:.3f}"]
+    if rows:
+        lines[0] += (f" | MACs {rows[0]['macs_per_image'] / 1e6:.2f}M "
+                     f"{rows[0]['energy_ann_uj']:.2f} uJ")
+    for r in rows:
+        lines.append(
+            f"T={r['timesteps']:<5d} ACC {r['acc']:.3f} NMI {r['nmi']:.3f} ARI {r['ari']:.3f} | "
+            f"val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} ARI {r['val_ari']:.3f} | "
+            f"agree {r['agreement']:.3f}/{r['val_agreement']:.3f} | "
+            f"SOPs {r['sops_per_image'] / 1e6:.2f}M | {r['energy_snn_uj']:.2f} uJ | "
+            f"{r['seconds_per_image'] * 1e3:.2f} ms/image")
+    return "\n".join(lines)

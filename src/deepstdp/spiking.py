@@ -1,0 +1,246 @@
+"""The converted network as integrate-and-fire (IF) neurons: simulation and its costs.
+
+Discrete time: every layer updates once per step, and a spike reaches the next layer in the same
+step. The ops before the first IF layer are the analog input stage, computed once per image;
+after it every op acts on spikes (weights already scaled by the threshold of the layer that
+feeds them, so a spike is a unit event). docs/conversion.md explains the choices and the cost
+model (synaptic operations, MACs, energy).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from deepstdp.activations import qcfs
+
+PJ_PER_MAC = 4.6
+"""Energy of a 32-bit float multiply-accumulate at 45 nm (Horowitz, "Computing's energy
+problem", ISSCC 2014: 3.7 pJ multiply + 0.9 pJ add): what the CNN pays per synapse."""
+PJ_PER_AC = 0.9
+"""Energy of a 32-bit float add at 45 nm (Horowitz 2014): what a spike pays per synapse."""
+WEIGHTED = ("conv", "linear")
+SPIKING = ("if", "maxgate")
+"""Ops that emit spikes: IF layers, and the max-pooling gate, which routes the spikes of the IF
+layer before it."""
+
+
+@dataclass(eq=False)
+class Op:
+    """One step of the folded network.
+
+    ANN kinds: conv, linear, avgpool, maxpool, flatten, relu, qcfs. SNN kinds: the linear ones,
+    if (IF neurons of threshold `threshold`) and maxgate (max pooling of spikes).
+    """
+
+    kind: str
+    name: str
+    """The CNN module it comes from (e.g. 'body.4'), for messages and NIR node names."""
+    weight: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    kernel: tuple[int, int] = (1, 1)
+    threshold: float = 0.0
+    """IF threshold; for qcfs, its trained lambda."""
+    levels: int = 0
+    """qcfs's quantisation levels."""
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """The ANN ops; `maxgate` gives only its output's shape here (it is simulated apart)."""
+        if self.kind == "conv":
+            return F.conv2d(x, self.weight, self.bias, self.stride, self.padding)
+        if self.kind == "linear":
+            return F.linear(x, self.weight, self.bias)
+        if self.kind == "avgpool":
+            return F.avg_pool2d(x, self.kernel, self.stride)
+        if self.kind in ("maxpool", "maxgate"):
+            return F.max_pool2d(x, self.kernel, self.stride)
+        if self.kind == "flatten":
+            return x.flatten(1)
+        if self.kind == "relu":
+            return F.relu(x)
+        if self.kind == "qcfs":
+            return qcfs(x, self.threshold, self.levels)
+        raise ValueError(f"{self.kind} is not a feed-forward op")
+
+    def to(self, dtype: torch.dtype) -> Op:
+        return dataclasses.replace(
+            self, weight=None if self.weight is None else self.weight.to(dtype),
+            bias=None if self.bias is None else self.bias.to(dtype))
+
+
+def run_ops(ops: Sequence[Op], x: torch.Tensor) -> torch.Tensor:
+    for op in ops:
+        x = op(x)
+    return x
+
+
+def max_gate(charge: torch.Tensor, spikes: torch.Tensor, op: Op) -> torch.Tensor:
+    """Spiking max pooling: each window passes the spikes of the one input neuron with the
+    largest `charge` (ties go to the first in the window).
+
+    Rueckauer et al. (2017) gate on an online estimate of each neuron's rate; the simulation
+    passes the input each neuron has integrated so far (this step included), a finer estimate
+    than its spike count, which lags by up to one spike (docs/conversion.md compares the two).
+    """
+    _, idx = F.max_pool2d(charge, op.kernel, op.stride, return_indices=True)
+    return spikes.flatten(2).gather(2, idx.flatten(2)).view_as(idx)
+
+
+@dataclass
+class SimResult:
+    """Spiking-simulation record at each requested number of steps T."""
+
+    counts: dict[int, torch.Tensor]
+    """(images, features) spike counts of the feature layer after T steps."""
+    sops: dict[int, torch.Tensor]
+    """(images,) synaptic operations (accumulates caused by spikes) in the first T steps."""
+    seconds: dict[int, float]
+    """Wall time from the start of the batch (analog stage included) to the end of step T."""
+
+
+class SpikingNet:
+    """The converted network: linear ops, IF layers with their thresholds, max-pooling gates."""
+
+    def __init__(self, ops: list[Op], input_shape: Sequence[int],
+                 settings: dict[str, Any]):
+        self.ops = ops
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self.settings = settings
+        self.reset = settings["reset"]
+        self.v_init = float(settings["v_init"])
+        spiking = [i for i, op in enumerate(ops) if op.kind in SPIKING]
+        self.analog = ops[:spiking[0]]
+        # Stage k: spiking op k, then the linear ops its spikes feed (none before a gate or
+        # after the feature layer).
+        self.stages = [(ops[i], ops[i + 1:j]) for i, j in zip(spiking, [*spiking[1:], len(ops)],
+                                                                strict=True)]
+        self.shapes = self._shapes()
+        self.fanouts = [self._fanout(post, self.shapes[i]) for i, post in
+                        zip(spiking, (post for _, post in self.stages), strict=True)]
+
+    @property
+    def feature_threshold(self) -> float:
+        return self.stages[-1][0].threshold
+
+    def _shapes(self) -> list[tuple[int, ...]]:
+        """Shape (without batch) of each op's output."""
+        x, out = torch.zeros(1, *self.input_shape), []
+        for op in self.ops:
+            x = x if op.kind == "if" else op(x)
+            out.append(tuple(x.shape[1:]))
+        return out
+
+    @staticmethod
+    def _fanout(post: Sequence[Op], shape: tuple[int, ...]) -> torch.Tensor:
+        """Synapses each neuron's spike reaches: to the first weighted op after it (or to the
+        pooling neurons), through pooling (each pooled cell it belongs to) and flattening.
+        Zero-padding is not counted, nor the routing into a max-pooling gate.
+
+        It is the gradient of the summed output of the same ops with all-ones weights and sum
+        pooling, since that output counts every (input, synapse) pair once.
+        """
+        if not post:  # read out, or routed by a gate: no synapse
+            return torch.zeros(shape, dtype=torch.float64)
+        x = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
+        y = x
+        for op in post:
+            if op.kind in WEIGHTED:
+                ones = Op(op.kind, op.name, torch.ones_like(op.weight, dtype=torch.float64),
+                          None, op.stride, op.padding)
+                y = ones(y)
+                break
+            y = op(y) * (op.kernel[0] * op.kernel[1] if op.kind == "avgpool" else 1)
+        y.sum().backward()
+        return x.grad[0]
+
+    def synapses(self, ops: Sequence[Op] | None = None) -> int:
+        """Synapses of the weighted ops (all by default): the MACs of one ANN forward pass."""
+        ops = self.ops if ops is None else ops
+        shapes = [self.input_shape, *self.shapes]
+        return sum(int(self._fanout([op], shapes[i]).sum()) for i, op in enumerate(self.ops)
+                   if op.kind in WEIGHTED and any(op is o for o in ops))
+
+    def n_neurons(self, driven: bool = False) -> int:
+        """IF neurons; with `driven`, only those that add a constant current every step (the
+        first layer's input, or a bias), i.e. not the pooling neurons."""
+        return sum(int(np.prod(self.shapes[i])) for i, op in enumerate(self.ops)
+                   if op.kind == "if" and (not driven or i == len(self.analog) or
+                                           self.ops[i - 1].bias is not None))
+
+    def costs(self, sops_per_image: float, timesteps: int) -> dict[str, float]:
+        """Operations and energy per image of T steps, against one CNN forward pass.
+
+        The SNN pays the analog stage's MACs once, an accumulate per synaptic event, and one add
+        per step for each neuron with a constant input (the bias, folded from BatchNorm, or the
+        first layer's current). Memory traffic, which dominates in practice, is in neither.
+        """
+        macs, input_macs = self.synapses(), self.synapses(self.analog)
+        bias_adds = self.n_neurons(driven=True) * timesteps
+        return {"sops_per_image": sops_per_image, "macs_per_image": macs,
+                "input_macs_per_image": input_macs, "bias_adds_per_image": bias_adds,
+                "energy_snn_uj": (input_macs * PJ_PER_MAC
+                                  + (sops_per_image + bias_adds) * PJ_PER_AC) * 1e-6,
+                "energy_ann_uj": macs * PJ_PER_MAC * 1e-6}
+
+    @torch.no_grad()
+    def simulate(self, x: torch.Tensor, timesteps: Sequence[int],
+                 dtype: torch.dtype = torch.float32) -> SimResult:
+        """Run the batch x for max(timesteps) steps, recording at each T in timesteps."""
+        start = time.perf_counter()
+        marks = set(timesteps)
+        stages = [(op, [p.to(dtype) for p in post], fan.to(dtype).flatten())
+                  for (op, post), fan in zip(self.stages, self.fanouts, strict=True)]
+        current = run_ops([op.to(dtype) for op in self.analog], x.to(dtype))
+        # Membranes, and the input integrated so far by each IF layer that feeds a gate.
+        state: list[torch.Tensor | None] = [None] * len(stages)
+        charge: list[torch.Tensor | None] = [None] * len(stages)
+        gated = [k + 1 < len(stages) and stages[k + 1][0].kind == "maxgate"
+                 for k in range(len(stages))]
+        counts = torch.zeros(len(x), *self.shapes[-1], dtype=dtype)
+        sops = torch.zeros(len(x), dtype=torch.float64)
+        result = SimResult({}, {}, {})
+        for t in range(1, max(marks) + 1):
+            inp = current
+            for k, (op, post, fan) in enumerate(stages):
+                if op.kind == "maxgate":  # fed by IF layer k - 1, whose charge decides
+                    s = max_gate(charge[k - 1], inp, op)
+                else:
+                    if gated[k]:
+                        charge[k] = inp if charge[k] is None else charge[k] + inp
+                    s = self._fire(k, op.threshold, inp, state)
+                if post:
+                    sops += (s.flatten(1) @ fan).double()
+                inp = run_ops(post, s)
+            counts += s
+            if t in marks:
+                result.counts[t] = counts.clone()
+                result.sops[t] = sops.clone()
+                result.seconds[t] = time.perf_counter() - start
+        return result
+
+    def _fire(self, k: int, threshold: float, inp: torch.Tensor,
+              v: list[torch.Tensor | None]) -> torch.Tensor:
+        """One step of IF layer k: integrate, spike above threshold, reset; updates v[k]."""
+        v[k] = inp + (self.v_init * threshold if v[k] is None else v[k])
+        s = (v[k] > threshold).to(inp.dtype)
+        v[k] = v[k] - threshold * s if self.reset == "subtract" else v[k] * (1 - s)
+        return s
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"ops": [dataclasses.asdict(op) for op in self.ops],
+                "input_shape": list(self.input_shape), "settings": self.settings}
+
+    @classmethod
+    def from_state_dict(cls, state: dict[str, Any]) -> SpikingNet:
+        ops = [Op(**{**d, "stride": tuple(d["stride"]), "padding": tuple(d["padding"]),
+                     "kernel": tuple(d["kernel"])}) for d in state["ops"]]
+        return cls(ops, state["input_shape"], state["settings"])
