@@ -5,22 +5,28 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import signal
 import sys
+import typing
 from collections.abc import Sequence
 from typing import Any
 
-from deepstdp import __version__
+from deepstdp import __version__, registry
 from deepstdp.config import (
     ACTIVATIONS,
     BALANCES,
-    CLUSTERERS,
+    CARRIES,
     DATASETS,
     HEADS,
+    KMEANS_BACKENDS,
+    POOLS,
+    PRECISIONS,
     SAMPLINGS,
     SCHEDULES,
     TrainConfig,
 )
-from deepstdp.util import DeepSTDPError
+from deepstdp.util import DeepSTDPError, SettingError
 
 
 def parse_stdp_option(text: str) -> tuple[str, Any]:
@@ -34,22 +40,48 @@ def parse_stdp_option(text: str) -> tuple[str, Any]:
         return key.strip(), value
 
 
-def add_data_args(p: argparse.ArgumentParser) -> None:
+def add_data_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS, help="default: digits (ships with scikit-learn)")
     g.add_argument("--data-root", help="Tiny ImageNet folder (or its parent); else $DEEPSTDP_DATA")
     g.add_argument("--classes", help="class count N (first N wnids, sorted) or wnid,wnid,...")
-    g.add_argument("--image-size", type=int, help="resize side (default 32)")
+    if resize:
+        g.add_argument("--image-size", type=int, help="resize side (default 32)")
 
 
-def add_train_args(p: argparse.ArgumentParser) -> None:
-    add_data_args(p)
+def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
+    """The settings of TrainConfig that `command` uses; any other is an error, not ignored."""
+    loop = command != "cluster"  # `cluster` fits one clusterer to the pixels: no network
+    add_data_args(p, resize=loop)
+    if loop:
+        add_network_args(p)
+    g = p.add_argument_group("clustering")
+    if command != "compare":  # compare takes --clusterers
+        g.add_argument("--clusterer", choices=registry.names(), help="default kmeans")
+    g.add_argument("--kmeans-backend", choices=KMEANS_BACKENDS,
+                   help="k-means implementation; auto (default): faiss where installed and "
+                        "measured faster (large problems), else sklearn")
+    g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")
+    g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
+    g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
+                   help="STDPClustering keyword, repeatable (e.g. --stdp time=100)")
+    if loop:
+        add_loop_args(p, g)
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, help="default 0")
+    g.add_argument("--threads", type=int,
+                   help="default: all cores; results are reproducible for a fixed seed and "
+                        "thread count")
+    g.add_argument("--config", help="JSON file of settings; command-line options override it")
+
+
+def add_network_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
     g.add_argument("--widths", help="conv widths and M for pooling, e.g. 32,M,64,M,128,M,256,M")
     g.add_argument("--feat-dim", type=int, help="feature layer width (default 512)")
     g.add_argument("--sobel", action=argparse.BooleanOptionalAction, default=None,
                    help="grayscale+Sobel input filter (default off)")
-    g.add_argument("--pool", choices=("max", "avg"), help="pooling (default max)")
+    g.add_argument("--pool", choices=POOLS, help="pooling (default max)")
     g.add_argument("--activation", choices=ACTIVATIONS,
                    help="relu (default) or qcfs: quantised, converts to spiking neurons in "
                         "few steps (docs/conversion.md)")
@@ -58,19 +90,18 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
                    help="L2-normalised projection that is clustered; 0: the features "
                         "(default 128)")
     g.add_argument("--dropout", type=float, help="before the feature layer (default 0)")
-    g.add_argument("--precision", choices=("auto", "bf16", "fp32"),
+    g.add_argument("--precision", choices=PRECISIONS,
                    help="default auto: bf16 where the CPU has native bf16 and it measures faster")
-    g = p.add_argument_group("clustering")
-    g.add_argument("--clusterer", choices=CLUSTERERS, help="default kmeans")
-    g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")
+
+
+def add_loop_args(p: argparse.ArgumentParser, g: Any) -> None:
+    """Settings of the training loop: the clustering group's rest, targets, augmentation and
+    optimisation."""
     g.add_argument("--k-train", type=int,
                    help="clusters that make the training targets (default 10 * k)")
-    g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
-    g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
-                   help="STDPClustering keyword, repeatable (e.g. --stdp time=100)")
     g.add_argument("--align-pca", action=argparse.BooleanOptionalAction, default=None,
                    help="rotate each epoch's PCA basis onto the last one's (default off)")
-    g.add_argument("--stdp-carry", choices=("continue", "fresh"),
+    g.add_argument("--stdp-carry", choices=CARRIES,
                    help="spiking layer across epochs (default continue)")
     g = p.add_argument_group("targets and top layer (docs/learning.md)")
     g.add_argument("--head", choices=HEADS,
@@ -97,9 +128,6 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, help="default 0.9")
     g.add_argument("--weight-decay", type=float, help="default 5e-4")
     g.add_argument("--knn-k", type=int, help="neighbours of the k-NN diagnostic (default 20)")
-    g.add_argument("--seed", type=int, help="default 0")
-    g.add_argument("--threads", type=int, help="default: all cores")
-    g.add_argument("--config", help="JSON file of settings; command-line options override it")
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
@@ -115,18 +143,17 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
+    from deepstdp.rundir import RunDir
     from deepstdp.training import train
 
-    saved = Path(args.out or "", "config.json")
-    if args.resume and args.out and saved.exists():
+    if args.resume and args.out and RunDir(args.out).holds_run():
         # A resumed run starts from its own settings; options given now override them.
-        cfg = config_from_args(args, TrainConfig.from_file(saved))
+        cfg = config_from_args(args, RunDir(args.out).saved_config())
     else:
         cfg = config_from_args(args)
     out = args.out or f"runs/{cfg.dataset}-{cfg.clusterer}-seed{cfg.seed}"
-    rows = train(cfg, out, resume=args.resume, force=args.force, quiet=args.quiet)
+    rows = train(cfg, out, resume=args.resume, force=args.force, quiet=args.quiet,
+                 tensorboard=args.tensorboard)
     if not args.quiet:
         last = rows[-1]
         print(f"done: {out}  ACC {last['acc']:.3f}  val ACC {last['val_acc']:.3f}")
@@ -158,8 +185,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if not args.report_only:
         run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
-                force=args.force)
-    command = "deepstdp " + " ".join(sys.argv[1:]) if args.command_line is None \
+                force=args.force, quiet=args.quiet)
+    command = shlex.join(["deepstdp", *sys.argv[1:]]) if args.command_line is None \
         else args.command_line
     summary = write_report(out, clusterers, seeds, command)
     for c in clusterers:
@@ -177,42 +204,50 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     """Cluster raw pixels (or their PCA) with one clusterer: Diehl & Cook's own experiment."""
     from pathlib import Path
 
-    from deepstdp.clustering import PCAWhitening
-    from deepstdp.data import load_dataset
-    from deepstdp.metrics import cluster_metrics, cluster_sizes
-    from deepstdp.training import make_clusterer
+    from deepstdp import threads
+    from deepstdp.rundir import check_writable
     from deepstdp.util import write_json_atomic
 
     cfg = config_from_args(args)
     out = Path(args.out)
+    check_writable(out)
     if (out / "cluster.json").exists() and not args.force:
         raise DeepSTDPError(f"{out} already holds a clustering; use --force to replace it")
-    sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
-                         progress=not args.quiet) for split in ("train", "val")]
-    x_train, x_val = (s.images.reshape(len(s.images), -1) / 255.0 for s in sets)
-    if args.pixels:
-        shape = sets[0].images.shape[1:3] if sets[0].images.shape[-1] == 1 else None
-    else:
-        pca = PCAWhitening(cfg.pca_dim).fit(x_train)
-        x_train, x_val, shape = pca.transform(x_train), pca.transform(x_val), None
-    k = cfg.k or sets[0].n_classes
-    clusterer = make_clusterer(cfg, k, cfg.seed)
-    labels = clusterer.fit_predict(x_train)
-    result = {"train": cluster_metrics(sets[0].labels, labels),
-              "val": cluster_metrics(sets[1].labels, clusterer.predict(x_val)),
-              "cluster_sizes": cluster_sizes(labels, k), "config": cfg.to_dict(),
-              "input": "pixels" if args.pixels else f"pca{cfg.pca_dim}"}
+    with threads.pinned(cfg.threads):
+        result, clusterer, shape = _cluster(cfg, args.pixels, not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "cluster.json", result)
-    if cfg.clusterer == "stdp":
-        from deepstdp.snn_plots import write_pictures
-
-        write_pictures(clusterer, out, image_shape=shape)
+    pictures = registry.kind_of(cfg.clusterer).pictures
+    if pictures is not None:
+        pictures(clusterer, out, image_shape=shape)
     for split in ("train", "val"):
         m = result[split]
         print(f"{split:>5}: ACC {m['acc']:.3f}  NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}")
     print(f"wrote {out}")
     return 0
+
+
+def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, Any], Any, Any]:
+    from deepstdp.clustering import PCAWhitening
+    from deepstdp.data import load_dataset
+    from deepstdp.metrics import cluster_metrics, cluster_sizes
+
+    sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
+                         progress=progress) for split in ("train", "val")]
+    x_train, x_val = (s.images.reshape(len(s.images), -1) / 255.0 for s in sets)
+    if pixels:
+        shape = sets[0].images.shape[1:3] if sets[0].images.shape[-1] == 1 else None
+    else:
+        pca = PCAWhitening(cfg.pca_dim).fit(x_train)
+        x_train, x_val, shape = pca.transform(x_train), pca.transform(x_val), None
+    k = cfg.k or sets[0].n_classes
+    clusterer = registry.make_clusterer(cfg, k, cfg.seed)
+    labels = clusterer.fit_predict(x_train)
+    result = {"train": cluster_metrics(sets[0].labels, labels),
+              "val": cluster_metrics(sets[1].labels, clusterer.predict(x_val)),
+              "cluster_sizes": cluster_sizes(labels, k), "config": cfg.to_dict(),
+              "input": "pixels" if pixels else f"pca{cfg.pca_dim}"}
+    return result, clusterer, shape
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -227,13 +262,13 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    from deepstdp import threads
     from deepstdp.conversion import convert_run
 
-    set_threads(args.threads)
-    snn = convert_run(args.run_dir, percentile=args.percentile, reset=args.reset,
-                      v_init=args.v_init, pool_neurons=args.pool_neurons,
-                      calib_images=args.calib_images,
-                      progress=not args.quiet)
+    with threads.pinned(args.threads):
+        snn = convert_run(args.run_dir, percentile=args.percentile, reset=args.reset,
+                          v_init=args.v_init, pool_neurons=args.pool_neurons,
+                          calib_images=args.calib_images, progress=not args.quiet)
     if not args.quiet:
         ifs = [op for op, _ in snn.stages if op.kind == "if"]
         ths = ", ".join(f"{op.threshold:.3g}" for op in ifs)
@@ -255,25 +290,21 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deepstdp import threads
     from deepstdp.nir_export import export_run
 
-    set_threads(args.threads)
-    graph = export_run(args.run_dir, args.nir, args.format, progress=not args.quiet)
+    if Path(args.nir).is_dir():
+        raise DeepSTDPError(f"--nir {args.nir} is a directory; name the file to write")
+    with threads.pinned(args.threads):
+        graph = export_run(args.run_dir, args.nir, args.format, progress=not args.quiet)
     if not args.quiet:
         print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes, {args.format} format")
     if graph.metadata.get("differences"):
         print(f"note: the file differs from the network: {graph.metadata['differences']}",
               file=sys.stderr)
     return 0
-
-
-def set_threads(n: int | None) -> None:
-    import torch
-
-    if n is not None:
-        if n < 1:
-            raise DeepSTDPError(f"--threads must be at least 1, got {n}")
-        torch.set_num_threads(n)
 
 
 def add_conversion_parsers(sub: Any) -> None:
@@ -325,22 +356,25 @@ def add_conversion_parsers(sub: Any) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="deepstdp",
         description="Deep unsupervised learning with STDP (Deep-STDP) and its k-means baseline.")
     p.add_argument("--version", action="version", version=f"deepstdp {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="run the deep clustering loop")
-    add_train_args(t)
+    add_train_args(t, "train")
     t.add_argument("--out", help="run directory (default runs/DATASET-CLUSTERER-seedS)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out")
     t.add_argument("--force", action="store_true", help="replace a run already in --out")
     t.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    t.add_argument("--tensorboard", action="store_true",
+                   help="also log metrics and pictures to OUT/tensorboard "
+                        "(pip install 'deepstdp[tensorboard]')")
     t.set_defaults(func=cmd_train)
 
     c = sub.add_parser("compare", help="k-means against STDP pseudo-labels over seeds")
-    add_train_args(c)
+    add_train_args(c, "compare")
     c.add_argument("--clusterers", default="kmeans,stdp", help="default kmeans,stdp")
     c.add_argument("--seeds", default="0,1,2", help="default 0,1,2")
     c.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
@@ -348,12 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue a stopped comparison")
     c.add_argument("--force", action="store_true", help="replace a comparison in --out")
     c.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    c.add_argument("--quiet", action="store_true",
+                   help="no progress bars or epoch lines (always so with --jobs > 1)")
     c.add_argument("--command-line", help=argparse.SUPPRESS)
     c.set_defaults(func=cmd_compare)
 
     k = sub.add_parser("cluster", help="cluster raw pixels or their PCA, no network "
                                        "(the classic Diehl & Cook experiment)")
-    add_train_args(k)
+    add_train_args(k, "cluster")
     k.add_argument("--pixels", action="store_true",
                    help="cluster the pixels themselves (0..1) instead of their PCA-whitening")
     k.add_argument("--out", required=True, help="folder for cluster.json and pictures")
@@ -369,17 +405,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line, like every other error here, and no
+    abbreviated options (`--clusterer` must not silently mean `--clusterers`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def option_of(e: SettingError) -> str:
+    """The command-line option behind a setting ('batch_size' -> '--batch-size')."""
+    if e.setting.startswith("stdp."):
+        return f"--stdp {e.setting.removeprefix('stdp.')}"
+    return "--" + e.setting.replace("_", "-")
+
+
+def _stop(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: workers stopped, no tmp
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _stop)
     try:
         return args.func(args)
+    except SettingError as e:
+        print(f"deepstdp: error: {option_of(e)} {e.problem}", file=sys.stderr)
     except DeepSTDPError as e:
         print(f"deepstdp: error: {e}", file=sys.stderr)
-        return 2
+    except OSError as e:  # disk full, permissions changed under a running command, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"deepstdp: error: {e.strerror or e}{where}", file=sys.stderr)
     except KeyboardInterrupt:
         print("deepstdp: interrupted; continue with --resume", file=sys.stderr)
         return 130
+    return 2
 
 
 if __name__ == "__main__":
