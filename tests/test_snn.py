@@ -1,14 +1,29 @@
+import dataclasses
+import inspect
+import subprocess
+import sys
+import warnings
+
+import numba
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import make_blobs
+from sklearn.base import clone
+from sklearn.datasets import load_digits, make_blobs
+from sklearn.metrics import adjusted_rand_score, make_scorer
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.estimator_checks import check_estimator
 
 from deepstdp import PCAWhitening, STDPClustering
 from deepstdp.metrics import cluster_acc
-from deepstdp.snn import _input_events, _normalize
+from deepstdp.snn import _input_events, _normalize, _work
+from deepstdp.snn_settings import STDPSettings
 from deepstdp.util import DeepSTDPError
 
 V_REST, GAP = -65.0, 13.0  # default rest and threshold - rest
+FAST = {"time": 100, "epochs": 2}
 
 
 def raster(steps: int, n_inputs: int, spikes: dict[int, list[int]]) -> np.ndarray:
@@ -23,6 +38,15 @@ def raster(steps: int, n_inputs: int, spikes: dict[int, list[int]]) -> np.ndarra
 def blobs():
     x, y = make_blobs(600, 20, centers=5, cluster_std=1.0, center_box=(-10, 10), random_state=3)
     return PCAWhitening(10).fit_transform(x), y
+
+
+@pytest.fixture(scope="module")
+def digits():
+    d = load_digits()
+    return PCAWhitening(32).fit_transform(d.data), d.target
+
+
+# ------------------------------------------------------------------------------ dynamics
 
 
 def test_membrane_decays_with_tau_m():
@@ -44,6 +68,14 @@ def test_threshold_rises_by_theta_plus_then_decays():
     frozen = net.simulate(raster(30, 1, {0: [0]}), weights=np.array([[GAP + 1, 0.0]]),
                           adapt=False)
     np.testing.assert_allclose(frozen.theta, 0.0)
+
+
+def test_theta_decays_exactly_over_long_presentations():
+    # exp(-1/2) per step: the common decay factor is folded into theta every ~28 steps.
+    net = STDPClustering(2, tau_theta=2.0)
+    rec = net.simulate(raster(300, 1, {}), weights=np.ones((1, 2)), theta=np.array([5.0, 1.0]))
+    t = np.arange(1, 301)
+    np.testing.assert_allclose(rec.theta, np.outer(np.exp(-t / 2.0), [5.0, 1.0]), rtol=1e-9)
 
 
 def test_refractory_period_blocks_input():
@@ -75,9 +107,10 @@ def test_stdp_pre_before_post_potentiates():
 def test_stdp_post_before_pre_depresses():
     net = STDPClustering(2, **STDP)
     w = np.array([[50.0, 0.0], [0.5, 0.5], [0.5, 0.5]])
-    rec = net.simulate(raster(20, 3, {0: [2], 1: [7]}), weights=w, learn=True, adapt=False)
+    rec = net.simulate(raster(20, 3, {0: [2], 1: [7, 9]}), weights=w, learn=True, adapt=False)
     assert np.flatnonzero(rec.spikes[:, 0]).tolist() == [2]
-    assert rec.weights[1, 0] == pytest.approx(0.5 - 0.002 * np.exp(-5 / 10.0), rel=1e-5)
+    expected = 0.5 - 0.002 * (np.exp(-5 / 10.0) + np.exp(-7 / 10.0))  # both spikes depress
+    assert rec.weights[1, 0] == pytest.approx(expected, rel=1e-5)
     assert rec.weights[1, 1] == 0.5
     off = net.simulate(raster(20, 3, {0: [2], 1: [7]}), weights=w, learn=False, adapt=False)
     np.testing.assert_array_equal(off.weights, w)
@@ -105,38 +138,271 @@ def test_strong_inhibition_lets_one_neuron_dominate():
 def test_input_events_are_bernoulli_trains_with_on_off_cells():
     steps, pmax = 20000, 0.1
     x = np.array([1.0, -0.5, 0.0], np.float32)
-    cap = 2 * len(x) * steps
-    ptr, idx = np.empty(steps + 1, np.int64), np.empty(cap, np.int64)
-    _input_events(x, pmax, steps, np.array([7], np.uint64), ptr, idx, np.empty(cap, np.int64),
-                  np.empty(cap, np.int64))
-    counts = np.bincount(idx[: ptr[-1]], minlength=6)
+    wk = _work(6, 1, steps)
+    wk.state[0] = 7
+    _input_events(x, pmax, wk)
+    per_step, counts = np.zeros(steps, int), np.zeros(6, int)
+    for t in range(steps):  # walk each step's list of input spikes
+        e = wk.head[t]
+        while e >= 0:
+            counts[wk.ev[e]] += 1
+            per_step[t] += 1
+            e = wk.nxt[e]
     # on cells 0..2, off cells 3..5: x0 fires at pmax, x1's off cell at pmax / 2, x2 never
     assert counts[0] == pytest.approx(2000, rel=0.08)
     assert counts[4] == pytest.approx(1000, rel=0.1)
     assert counts[[1, 2, 3, 5]].sum() == 0
-    per_step = np.diff(ptr)
     assert per_step.max() <= 2  # each input fires at most once per step
+
+
+# ------------------------------------------------------------------------------ clustering
 
 
 def test_blobs_are_clustered(blobs):
     x, y = blobs
-    net = STDPClustering(5, seed=1)
+    net = STDPClustering(5, random_state=1)
     labels = net.fit_predict(x)
     assert cluster_acc(y, labels) >= 0.95
     assert labels.dtype == np.int64 and labels.shape == (len(x),)
     np.testing.assert_array_equal(net.predict(x), labels)
-    assert net.n_silent_ <= len(x) // 20
+    assert net.labels_silent_ <= len(x) // 20
     assert len(net.history_["theta"]) == net.epochs == net.passes_
 
 
 def test_silent_samples_are_reshown_then_go_to_the_closest_neuron(blobs):
     x, y = blobs
-    net = STDPClustering(5, seed=1).fit(x)
-    assert net.n_silent_ == 0
+    net = STDPClustering(5, random_state=1).fit(x)
+    assert net.labels_silent_ == 0
     net.theta_ = net.theta_ + 1e4  # nothing can reach threshold any more
-    labels = net.predict(x)
-    assert net.n_reshown_ == net.n_silent_ == len(x)
-    assert cluster_acc(y, labels) >= 0.9  # closest to threshold still follows the drive
+    out = net.readout(x)
+    assert out.n_reshown == out.n_silent == len(x) and out.silent.all()
+    np.testing.assert_array_equal(out.shows, net.max_reshow + 1)
+    assert cluster_acc(y, out.labels) >= 0.9  # closest to threshold still follows the drive
+    assert net.labels_silent_ == 0  # fit's counts are not predict's
+
+
+def test_overclustering_maps_neurons_to_clusters(blobs):
+    x, y = blobs
+    net = STDPClustering(5, n_neurons=12, epochs=3).fit(torch.from_numpy(x))
+    assert net.neuron_cluster_.shape == (12,) and set(net.neuron_cluster_) <= set(range(5))
+    assert cluster_acc(y, net.labels_) >= 0.8
+
+
+def test_a_neuron_without_weights_joins_the_largest_cluster(blobs):
+    x = blobs[0]
+    net = STDPClustering(5, n_neurons=8, epochs=1, random_state=0).fit(x)
+    net.weights_[:, 3] = 0.0  # no input can drive it, and STDP cannot revive it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no division by its zero norm
+        net.partial_fit(x)
+    largest = np.bincount(net.labels_, minlength=5).argmax()
+    assert net.neuron_cluster_[3] == largest
+    assert not net.weights_[:, 3].any()
+
+
+def test_all_zero_samples_raise_unless_norm_is_given():
+    zeros = np.zeros((20, 4))
+    with pytest.raises(DeepSTDPError, match="all zero"):
+        STDPClustering(2).fit(zeros)
+    net = STDPClustering(2, norm=4.0, **FAST).fit(zeros)
+    assert np.isfinite(net.weights_).all()
+    assert net.labels_silent_ == 20  # no input, no spike: every sample goes to the closest
+
+
+def test_digits_quality(digits):
+    x, y = digits
+    assert cluster_acc(y, STDPClustering(10, random_state=0).fit_predict(x)) >= 0.7
+
+
+# ------------------------------------------------------------------------------ prediction
+
+
+def test_prediction_depends_only_on_the_sample(digits):
+    x = digits[0]
+    net = STDPClustering(10, random_state=0, **FAST).fit(x)
+    ref = net.readout(x)
+    np.testing.assert_array_equal(ref.labels, net.labels_)  # fit's labelling pass is predict
+    perm = np.random.default_rng(1).permutation(len(x))
+    labels = np.empty_like(ref.labels)
+    for part in np.array_split(perm, 2):  # two batches, each in shuffled order
+        labels[part] = net.predict(x[part])
+    np.testing.assert_array_equal(labels, ref.labels)
+    again = net.readout(x[::-1])
+    for got, want in zip(again, ref, strict=True):
+        np.testing.assert_array_equal(got, want[::-1])
+    np.testing.assert_array_equal(net.predict(x[5:6]), ref.labels[5:6])
+
+
+def test_prediction_is_the_same_on_any_thread_count(digits):
+    x = digits[0]
+    net = STDPClustering(10, random_state=0, **FAST).fit(x)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = net.predict(x)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(one, net.predict(x))
+
+
+def test_same_seed_same_result(blobs):
+    x = blobs[0]
+    a = STDPClustering(5, random_state=4, epochs=2).fit(x)
+    b = STDPClustering(5, random_state=4, epochs=2).fit(x)
+    np.testing.assert_array_equal(a.weights_, b.weights_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    c = STDPClustering(5, random_state=5, epochs=2).fit(x)
+    assert not np.array_equal(a.weights_, c.weights_)
+
+
+def test_random_state_none_or_generator_draws_the_seed(blobs):
+    x = blobs[0]
+    seeds = {STDPClustering(5, random_state=None, epochs=1).fit(x).seed_ for _ in range(3)}
+    assert len(seeds) == 3
+    a = STDPClustering(5, random_state=np.random.RandomState(3), epochs=1).fit(x)
+    b = STDPClustering(5, random_state=np.random.RandomState(3), epochs=1).fit(x)
+    assert a.seed_ == b.seed_
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+
+
+# ------------------------------------------------------------------------------ state
+
+
+def test_partial_fit_continues_and_resumes_exactly(blobs, tmp_path):
+    x = blobs[0]
+    net = STDPClustering(5, random_state=2, epochs=1).fit(x)
+    torch.save(net.state_dict(), tmp_path / "state.pt")
+    theta_before = net.theta_.copy()
+    net.partial_fit(x)
+    assert net.passes_ == 2 and len(net.history_["wins"]) == 2
+    assert net.theta_.sum() > theta_before.sum()  # thresholds kept climbing, not reset
+    np.testing.assert_array_equal(net.predict(x), net.labels_)
+    refit = STDPClustering(5, random_state=2, epochs=1).fit(x)
+    assert not np.array_equal(net.weights_, refit.weights_)
+
+    resumed = STDPClustering(5, random_state=0, epochs=1)  # the seed comes from the state
+    resumed.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=True))
+    np.testing.assert_array_equal(resumed.predict(x), refit.labels_)
+    resumed.partial_fit(x)
+    np.testing.assert_array_equal(resumed.weights_, net.weights_)
+    np.testing.assert_array_equal(resumed.labels_, net.labels_)
+
+
+def test_state_holds_tensors_and_python_scalars_and_old_numpy_states_load(blobs):
+    x = blobs[0]
+    net = STDPClustering(5, n_neurons=7, random_state=2, epochs=2).fit(x)
+    state = net.state_dict()
+    for key, value in state.items():
+        assert type(value) in (torch.Tensor, int, float), key
+    # As checkpoints before 0.3 held it: numpy arrays and scalars, the labelling counts as n_*.
+    old = {k: v.numpy() if isinstance(v, torch.Tensor) else np.array(v)[()]
+           for k, v in state.items()}
+    old["n_reshown"], old["n_silent"] = old.pop("labels_reshown"), old.pop("labels_silent")
+    restored = STDPClustering(5, n_neurons=7, epochs=2)
+    restored.load_state_dict(old)
+    np.testing.assert_array_equal(restored.predict(x), net.labels_)
+    assert restored.diagnostics() == net.diagnostics()
+    with pytest.raises(DeepSTDPError, match=r"\(20, 7\); this clusterer has 5 neurons"):
+        STDPClustering(5).load_state_dict(state)
+
+
+def test_diagnostics_report_the_labelling_pass_not_predict(blobs):
+    x = blobs[0]
+    net = STDPClustering(5, random_state=1, epochs=1).fit(x)
+    before = net.diagnostics()
+    assert before["stdp_reshown"] == net.labels_reshown_
+    assert before["stdp_train_reshown"] == net.train_reshown_
+    net.predict(np.zeros((30, x.shape[1])))  # all silent, and changes nothing
+    assert net.diagnostics() == before
+
+
+# ------------------------------------------------------------------------------ scikit-learn
+
+
+def test_scikit_learn_estimator_checks():
+    check_estimator(STDPClustering(3, random_state=0, time=50, epochs=2))  # no expected failures
+
+
+def test_clone_pipeline_and_grid_search(digits):
+    x, y = load_digits(return_X_y=True)
+    net = STDPClustering(10, random_state=0, **FAST)
+    copy = clone(net)
+    assert copy.get_params() == net.get_params() and not hasattr(copy, "weights_")
+    pipe = make_pipeline(StandardScaler(), net)
+    labels = pipe.fit_predict(x)
+    np.testing.assert_array_equal(pipe.predict(x), labels)
+    assert adjusted_rand_score(y, labels) > 0.3
+    search = GridSearchCV(STDPClustering(10, random_state=0, **FAST),
+                          {"theta_plus": [0.0, 0.05]}, cv=2,
+                          scoring=make_scorer(adjusted_rand_score))
+    search.fit(digits[0], digits[1])
+    assert search.best_params_["theta_plus"] in (0.0, 0.05)
+    assert search.cv_results_["mean_test_score"].min() > 0.2
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def test_settings_are_the_estimators_parameters_and_defaults():
+    params = inspect.signature(STDPClustering).parameters
+    fields = dataclasses.fields(STDPSettings)
+    assert {f.name for f in fields} == set(params) - {"n_clusters", "random_state"}
+    for f in fields:
+        assert params[f.name].default == f.default, f.name
+    settings = dataclasses.replace(STDPSettings(), time=120, n_neurons=12)
+    net = STDPClustering(n_clusters=6, random_state=3, **dataclasses.asdict(settings))
+    assert net.get_params()["time"] == 120 and net.get_params()["n_neurons"] == 12
+
+
+def test_settings_load_without_numba():
+    code = ("import sys; import deepstdp.snn_settings; "
+            "assert 'numba' not in sys.modules and 'deepstdp.snn' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"time": 0}, "time must be an integer >= 1, got 0"),
+    ({"time": 2.5}, "time must be an integer >= 1, got 2.5"),
+    ({"epochs": True}, "epochs must be an integer >= 1"),
+    ({"dt": 0.0}, "dt must be a number > 0, got 0.0"),
+    ({"tau_theta": -1.0}, "tau_theta must be a number > 0 or None"),
+    ({"nu_post": -1.0}, "nu_post must be a number >= 0"),
+    ({"intensity": float("nan")}, "intensity must be a number > 0"),
+    ({"v_rest": "cold"}, "v_rest must be a finite number"),
+    ({"v_thresh": -70.0}, "must be below v_thresh"),
+    ({"init": "kmeans"}, "init must be one of data, random"),
+])
+def test_bad_settings_name_the_setting_and_its_range(kwargs, message):
+    with pytest.raises(DeepSTDPError, match=message):
+        STDPSettings(**kwargs).validate()
+    net = STDPClustering(2, **kwargs)  # the constructor only stores: fit validates
+    with pytest.raises(DeepSTDPError, match=message):
+        net.fit(np.random.default_rng(0).random((10, 3)))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"n_clusters": 0}, "n_clusters must be an integer >= 1"),
+    ({"n_clusters": 4, "n_neurons": 3}, r"n_neurons \(3\) must be at least n_clusters \(4\)"),
+    ({"n_clusters": 2, "random_state": -1}, r"random_state must be in \[0, 2\*\*32\)"),
+    ({"n_clusters": 2, "random_state": "x"}, "random_state must be None, an int"),
+])
+def test_bad_parameters_raise_at_fit(kwargs, message):
+    with pytest.raises(DeepSTDPError, match=message):
+        STDPClustering(**kwargs).fit(np.random.default_rng(0).random((10, 3)))
+
+
+@pytest.mark.parametrize("make, call", [
+    (lambda: STDPClustering(3), lambda c, x: c.fit(np.where(x > 0.5, np.nan, x))),
+    (lambda: STDPClustering(3), lambda c, x: c.predict(x)),
+    (lambda: STDPClustering(3, **FAST).fit(np.eye(6)), lambda c, x: c.predict(x[:, :4])),
+    (lambda: STDPClustering(3, **FAST).fit(np.eye(6)), lambda c, x: c.partial_fit(x[:, :4])),
+    (lambda: STDPClustering(3), lambda c, x: c.fit(x[:2])),
+    (lambda: STDPClustering(3), lambda c, x: c.fit(x[0])),
+])
+def test_bad_input_raises(make, call):
+    x = np.random.default_rng(0).random((10, 6))
+    with pytest.raises(DeepSTDPError):
+        call(make(), x)
 
 
 def test_plots_are_written(blobs, tmp_path):
@@ -150,62 +416,3 @@ def test_plots_are_written(blobs, tmp_path):
         assert (tmp_path / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(DeepSTDPError):
         plot_receptive_fields(net, tmp_path / "bad.png", image_shape=(3, 3))
-
-
-def test_overclustering_maps_neurons_to_clusters(blobs):
-    x, y = blobs
-    net = STDPClustering(5, n_neurons=12, epochs=3).fit(torch.from_numpy(x))
-    assert net.neuron_cluster_.shape == (12,) and set(net.neuron_cluster_) <= set(range(5))
-    assert cluster_acc(y, net.labels_) >= 0.8
-
-
-def test_same_seed_same_result(blobs):
-    x = blobs[0]
-    a, b = STDPClustering(5, seed=4, epochs=2).fit(x), STDPClustering(5, seed=4, epochs=2).fit(x)
-    np.testing.assert_array_equal(a.weights_, b.weights_)
-    np.testing.assert_array_equal(a.labels_, b.labels_)
-    c = STDPClustering(5, seed=5, epochs=2).fit(x)
-    assert not np.array_equal(a.weights_, c.weights_)
-
-
-def test_partial_fit_continues_and_resumes_exactly(blobs):
-    x = blobs[0]
-    net = STDPClustering(5, seed=2, epochs=1).fit(x)
-    state = {k: np.copy(v) for k, v in net.state_dict().items()}
-    theta_before = net.theta_.copy()
-    net.partial_fit(x)
-    assert net.passes_ == 2 and len(net.history_["wins"]) == 2
-    assert net.theta_.sum() > theta_before.sum()  # thresholds kept climbing, not reset
-    refit = STDPClustering(5, seed=2, epochs=1).fit(x)
-    assert not np.array_equal(net.weights_, refit.weights_)
-
-    resumed = STDPClustering(5, seed=0, epochs=1)  # seed comes from the state
-    resumed.load_state_dict(state)
-    np.testing.assert_array_equal(resumed.predict(x), refit.labels_)
-    resumed.partial_fit(x)
-    np.testing.assert_array_equal(resumed.weights_, net.weights_)
-    np.testing.assert_array_equal(resumed.labels_, net.labels_)
-
-
-@pytest.mark.parametrize("make, call", [
-    (lambda: STDPClustering(3), lambda c, x: c.fit(np.where(x > 0.5, np.nan, x))),
-    (lambda: STDPClustering(3), lambda c, x: c.predict(x)),
-    (lambda: STDPClustering(3).fit(np.eye(6)), lambda c, x: c.predict(x[:, :4])),
-    (lambda: STDPClustering(3).fit(np.eye(6)), lambda c, x: c.partial_fit(x[:, :4])),
-    (lambda: STDPClustering(3), lambda c, x: c.fit(x[:2])),
-    (lambda: STDPClustering(3), lambda c, x: c.fit(x[0])),
-])
-def test_bad_input_raises(make, call):
-    x = np.random.default_rng(0).random((10, 6))
-    with pytest.raises(DeepSTDPError):
-        call(make(), x)
-
-
-@pytest.mark.parametrize("kwargs", [
-    {"n_clusters": 1}, {"n_clusters": 4, "n_neurons": 3}, {"n_clusters": 2, "time": 0},
-    {"n_clusters": 2, "dt": 0.0}, {"n_clusters": 2, "init": "kmeans"},
-    {"n_clusters": 2, "v_thresh": -70.0}, {"n_clusters": 2, "nu_post": -1.0},
-])
-def test_bad_parameters_raise(kwargs):
-    with pytest.raises(DeepSTDPError):
-        STDPClustering(**kwargs)

@@ -11,29 +11,35 @@ makes the layer a soft winner-take-all. Trace-based STDP moves the winner's inpu
 towards the sample, and per-neuron weight normalisation keeps the neurons competing on equal
 terms. A sample's cluster is the cluster of the neuron that spikes most while it is shown.
 
-The per-sample time loop runs in numba and is event driven: only inputs that spike touch their
-weight row and only neurons that spike touch their weight column, so a sample costs
-O(input spikes * n_neurons + time * n_neurons), not O(time * inputs * n_neurons). Random numbers
-come from a counter-based generator keyed by (seed, pass, sample, show), so results do not depend
-on the thread count, and a clusterer restored by `load_state_dict` continues exactly as an
-uninterrupted one. docs/snn.md explains the design choices and the tuning of the defaults.
+The per-sample time loop runs in numba and is event driven: an input spike adds its weight row
+to the neurons' input, and everything else a spike sets off (depression, potentiation, traces,
+thresholds, normalisation) costs work in proportion to the few neurons that spiked, not to the
+layer. A training sample's random spike trains are keyed by (seed, pass, sample index, show);
+a frozen pass keys them by (seed, the sample's bytes, show), so a prediction depends only on the
+sample and the fitted model, whatever the batch or its order. docs/snn.md explains the design
+choices and the tuning of the defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
+from numbers import Integral
 from typing import Any, NamedTuple, Self
 
 import numba
 import numpy as np
 from numba import njit, prange
 from sklearn.cluster import SpectralClustering
+from sklearn.utils import check_random_state
 
-from deepstdp.clustering import Clusterer, as_features
+from deepstdp.clustering import Clusterer, state_array, state_tensors
+from deepstdp.snn_settings import STDPSettings
 from deepstdp.util import DeepSTDPError
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_PREDICT_PASS = 2**62  # the pass number of every predict call: prediction is a pure function
+_FROZEN_PASS = 2**62  # the pass number of every frozen (labelling or predict) pass
+_REBASE = 2.0**-20  # see _present: theta's common decay factor is folded in below this
 
 
 class _Dyn(NamedTuple):
@@ -49,8 +55,52 @@ class _Dyn(NamedTuple):
     inhibition: float
     nu_pre: float  # absolute weight units
     nu_post: float
-    decay_post: float  # exp(-dt / tau_post)
     wmax: float
+
+
+class _Work(NamedTuple):
+    """Scratch arrays of the presentation loop, allocated once per pass or parallel chunk."""
+
+    head: np.ndarray  # (steps,) int32: last input spike listed for each step, -1 if none
+    nxt: np.ndarray  # (inputs * steps,) int32: the step's next listed input spike, -1 if none
+    ev: np.ndarray  # (inputs * steps,) int32: the input of each spike
+    v: np.ndarray  # (neurons,) float32 membrane potential
+    cur: np.ndarray  # (neurons,) float32 input of the current step
+    gate: np.ndarray  # (neurons,) float32: 0 while refractory, else 1
+    base: np.ndarray  # (neurons,) float32: v_thresh, or 1e30 while refractory
+    peak: np.ndarray  # (neurons,) float32 highest v - threshold so far
+    a32: np.ndarray  # (neurons,) float32 copy of a
+    a: np.ndarray  # (neurons,) float64: theta = a * (common decay factor)
+    counts: np.ndarray  # (neurons,) int64 spikes
+    first: np.ndarray  # (neurons,) int64 step of the first spike, -1 if none
+    last_post: np.ndarray  # (neurons,) int64 step of the last spike
+    fired: np.ndarray  # (neurons,) int64: the neurons that spiked, in order of first spike
+    ref_end: np.ndarray  # (neurons,) int64 last refractory step
+    refractory: np.ndarray  # (neurons,) int64: the neurons that are refractory now
+    last_pre: np.ndarray  # (inputs,) int64 step of the input's last spike, -1 if none
+    pre_list: np.ndarray  # (inputs,) int64: the inputs that spiked
+    state: np.ndarray  # (1,) uint64 random stream
+
+
+class Readout(NamedTuple):
+    """What a frozen pass found for each sample (see `STDPClustering.readout`)."""
+
+    labels: np.ndarray
+    """(samples,) int64 cluster."""
+    neurons: np.ndarray
+    """(samples,) int64 winning neuron."""
+    shows: np.ndarray
+    """(samples,) int64 presentations: 1, or more when no neuron spiked and it was re-shown."""
+    silent: np.ndarray
+    """(samples,) bool: no neuron spiked in any show; the neuron closest to threshold won."""
+
+    @property
+    def n_reshown(self) -> int:
+        return int((self.shows > 1).sum())
+
+    @property
+    def n_silent(self) -> int:
+        return int(self.silent.sum())
 
 
 # ------------------------------------------------------------------------------ random numbers
@@ -65,9 +115,18 @@ def _mix(z: np.uint64) -> np.uint64:
 
 
 @njit(cache=True)
-def _key(seed: np.uint64, a: int, b: int) -> np.uint64:
+def _key(seed: np.uint64, a: int, b: np.uint64) -> np.uint64:
     """Start of an independent random stream for (seed, a, b)."""
     return _mix(_mix(seed + np.uint64(a) * _GOLDEN) + np.uint64(b) * _GOLDEN)
+
+
+@njit(cache=True)
+def _digest(x: np.ndarray) -> np.uint64:
+    """A 64-bit hash of a float32 sample's bytes: its frozen-pass stream is keyed by it."""
+    h = np.uint64(x.shape[0])
+    for b in x.view(np.uint32):
+        h = _mix(h + np.uint64(b) + _GOLDEN)
+    return h
 
 
 @njit(cache=True)
@@ -81,141 +140,189 @@ def _uniform(state: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _input_events(x: np.ndarray, pmax: float, n_steps: int, state: np.ndarray,
-                  ptr: np.ndarray, idx: np.ndarray, tmp_t: np.ndarray,
-                  tmp_i: np.ndarray) -> None:
-    """Bernoulli spike trains of the on/off inputs of sample x, as CSR by time step.
+def _work(n_in: int, n: int, n_steps: int) -> _Work:
+    cap = n_in * n_steps  # most input spikes one show can have
+    f32, i64 = np.float32, np.int64
+    return _Work(np.full(n_steps, -1, np.int32), np.empty(cap, np.int32),
+                 np.empty(cap, np.int32), np.empty(n, f32), np.empty(n, f32), np.empty(n, f32),
+                 np.empty(n, f32), np.empty(n, f32), np.empty(n, f32), np.empty(n),
+                 np.empty(n, i64), np.empty(n, i64), np.empty(n, i64), np.empty(n, i64),
+                 np.empty(n, i64), np.empty(n, i64), np.empty(n_in, i64), np.empty(n_in, i64),
+                 np.empty(1, np.uint64))
 
-    The inputs spiking at step t are ``idx[ptr[t]:ptr[t + 1]]``; input k < D is x[k]'s on cell,
-    D + k its off cell. Gaps between an input's spikes are drawn geometrically, so the cost is
-    one random number per spike, not one per input and step.
+
+@njit(cache=True)
+def _push(wk: _Work, e: int, t: int, i: int) -> None:
+    """Input spike number e: input i at step t (a step's spikes are listed last in, first out)."""
+    wk.ev[e] = i
+    wk.nxt[e] = wk.head[t]
+    wk.head[t] = e
+
+
+@njit(cache=True)
+def _input_events(x: np.ndarray, pmax: float, wk: _Work) -> None:
+    """Bernoulli spike trains of the on/off inputs of sample x, as a list per time step.
+
+    Input k < D is x[k]'s on cell, D + k its off cell. Gaps between an input's spikes are drawn
+    geometrically, so the cost is one random number per spike, not one per input and step.
     """
-    d = x.shape[0]
-    ptr[:] = 0
+    d, n_steps = x.shape[0], wk.head.shape[0]
+    wk.head[:] = -1
     scale = 0.0
     for k in range(d):
         scale = max(scale, abs(x[k]))
-    n = 0
+    e = 0
     for k in range(d if scale > 0.0 else 0):
         p = pmax * abs(x[k]) / scale
         if p <= 0.0:
             continue
         i = k if x[k] > 0 else d + k
         inv_log = 1.0 / np.log1p(-p) if p < 1.0 else 0.0
-        t = np.floor(np.log(_uniform(state)) * inv_log)  # failures before the first spike
+        t = np.floor(np.log(_uniform(wk.state)) * inv_log)  # failures before the first spike
         while t < n_steps:
-            tmp_t[n] = int(t)
-            tmp_i[n] = i
-            ptr[int(t) + 1] += 1
-            n += 1
-            t += 1.0 + np.floor(np.log(_uniform(state)) * inv_log)
-    for t in range(n_steps):
-        ptr[t + 1] += ptr[t]
-    fill = ptr[:-1].copy()
-    for e in range(n):
-        idx[fill[tmp_t[e]]] = tmp_i[e]
-        fill[tmp_t[e]] += 1
+            _push(wk, e, int(t), i)
+            e += 1
+            t += 1.0 + np.floor(np.log(_uniform(wk.state)) * inv_log)
 
 
 @njit(cache=True)
-def _present(w: np.ndarray, theta: np.ndarray, ptr: np.ndarray, idx: np.ndarray, k: _Dyn,
-             pre_decay: np.ndarray, learn: bool, adapt: bool, counts: np.ndarray,
-             first: np.ndarray, peak: np.ndarray, rec_v: np.ndarray, rec_s: np.ndarray,
-             rec_theta: np.ndarray) -> None:
-    """Show one sample (input spikes as CSR by step) to the layer, starting from rest.
+def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
+             post_decay: np.ndarray, learn: bool, adapt: bool, wk: _Work, rec_v: np.ndarray,
+             rec_s: np.ndarray, rec_theta: np.ndarray) -> int:
+    """Show one sample (input spikes listed in wk.head / wk.nxt / wk.ev) to the layer, from rest.
 
-    Each step: v leaks towards v_rest; the weights of the inputs spiking now are added (not while
-    refractory); the neuron furthest above its threshold v_thresh + theta, if any, spikes: it is
-    reset and refractory, and every other neuron loses `inhibition` mV. One spike per step keeps
-    the winner-take-all crisp when several neurons cross together. With `adapt`, a spike adds
-    theta_plus to the spiker's theta and every theta decays each step. With `learn`, STDP: an
-    input spike depresses its weights by nu_pre * post-trace, a neuron spike potentiates its
+    Each step: v leaks towards v_rest; the weights of the inputs spiking now are added (not
+    while refractory); the neuron furthest above its threshold v_thresh + theta, if any, spikes:
+    it is reset and refractory, and every other neuron loses `inhibition` mV. One spike per step
+    keeps the winner-take-all crisp when several neurons cross together. With `adapt`, a spike
+    adds theta_plus to the spiker's theta and every theta decays each step. With `learn`, STDP:
+    an input spike depresses its weights by nu_pre * post-trace, a neuron spike potentiates its
     weights by nu_post * pre-trace, clipped to [0, wmax]. Traces are set to 1 by a spike and
-    decay exponentially (pre_decay[dt_steps] for inputs), so an input spiking in the same step
-    as the neuron counts as pre-before-post.
+    decay exponentially (pre_decay / post_decay[steps since the spike]), so an input spiking in
+    the same step as the neuron counts as pre-before-post.
 
-    Fills counts (spikes per neuron), first (step of the first spike, -1 if none) and peak (the
-    highest v - threshold reached). rec_* are (steps, neurons) recordings, or 0 x 0 for none.
+    Work beyond adding input rows and one vectorised pass over the neurons per step is in
+    proportion to the neurons that spiked: only they have a trace (depression touches
+    wk.fired[:nf]), potentiation touches one column, and since every theta decays by the same
+    factor g per step, theta = g * a where a changes only at spikes; theta is written back at
+    the end (a absorbs g whenever g gets small).
+
+    Returns nf, the number of neurons that spiked, and fills wk.counts (spikes per neuron),
+    wk.first (step of the first spike, -1 if none), wk.fired[:nf] and wk.peak (the highest
+    v - threshold reached). rec_* are (steps, neurons) recordings, or 0 x 0 for none.
     """
-    n_in, n = w.shape
+    n = w.shape[1]
+    head, nxt, ev = wk.head, wk.nxt, wk.ev
+    v, cur, gate, base, peak, a32, a = wk.v, wk.cur, wk.gate, wk.base, wk.peak, wk.a32, wk.a
+    counts, first, last_post, fired = wk.counts, wk.first, wk.last_post, wk.fired
+    ref_end, refractory, last_pre, pre_list = wk.ref_end, wk.refractory, wk.last_pre, wk.pre_list
     record = rec_v.shape[0] > 0
     f32 = np.float32
-    v_rest, decay_m = f32(k.v_rest), f32(k.decay_m)
-    nu_pre, decay_post = f32(k.nu_pre), f32(k.decay_post)
-    v = np.full(n, v_rest, np.float32)
-    thr = (k.v_thresh + theta).astype(np.float32)  # kept equal to v_thresh + theta
-    cur = np.zeros(n, np.float32)
-    gate = np.ones(n, np.float32)  # 0 while refractory: input is ignored and no spike
-    refrac = np.zeros(n, np.int64)
-    n_refrac = 0
-    post = np.zeros(n, np.float32)
-    last_pre = np.full(n_in, -1, np.int64)  # an input's trace is pre_decay[t - last_pre]
+    v_rest, decay_m, v_thresh = f32(k.v_rest), f32(k.decay_m), f32(k.v_thresh)
+    nu_pre, off, zero = f32(k.nu_pre), f32(1e30), f32(0.0)
+    v[:] = v_rest
+    gate[:] = 1.0
+    base[:] = v_thresh
+    peak[:] = -off
     counts[:] = 0
     first[:] = -1
-    peak[:] = -1e30
-    any_post = False
-    for t in range(ptr.shape[0] - 1):
-        if any_post:
+    last_pre[:] = -1
+    for j in range(n):
+        a[j] = theta[j]
+        a32[j] = a[j]
+    nf, n_ref, n_pre = 0, 0, 0
+    g, decay_theta = 1.0, k.decay_theta if adapt else 1.0
+    for t in range(head.shape[0]):
+        if n_ref > 0:  # refractory periods that ended
+            r = 0
+            for q in range(n_ref):
+                j = refractory[q]
+                if ref_end[j] < t:
+                    gate[j], base[j] = 1.0, v_thresh
+                else:
+                    refractory[r] = j
+                    r += 1
+            n_ref = r
+        g *= decay_theta
+        if g < _REBASE:
             for j in range(n):
-                post[j] *= decay_post
-        cur[:] = 0.0
-        for e in range(ptr[t], ptr[t + 1]):
-            i = idx[e]
-            last_pre[i] = t
-            row = w[i]
-            for j in range(n):
-                cur[j] += row[j]
-            if learn and any_post:
+                a[j] *= g
+                a32[j] = a[j]
+            g = 1.0
+        gf = f32(g)
+        e, inputs = head[t], False
+        while e >= 0:
+            i = ev[e]
+            if inputs:
                 for j in range(n):
-                    row[j] = max(row[j] - nu_pre * post[j], f32(0.0))
-        top = f32(-1e30)
-        for j in range(n):  # branch-free, so it vectorises
-            v[j] = v_rest + (v[j] - v_rest) * decay_m + cur[j] * gate[j]
-            over = v[j] - thr[j] - (f32(1.0) - gate[j]) * f32(1e30)
-            peak[j] = max(peak[j], over)
-            top = max(top, over)
-        if n_refrac > 0:
+                    cur[j] += w[i, j]
+            else:
+                for j in range(n):
+                    cur[j] = w[i, j]
+                inputs = True
+            if last_pre[i] < 0:
+                pre_list[n_pre] = i
+                n_pre += 1
+            last_pre[i] = t
+            if learn:
+                for q in range(nf):
+                    j = fired[q]
+                    w[i, j] = max(w[i, j] - nu_pre * post_decay[t - last_post[j]], zero)
+            e = nxt[e]
+        # One pass over the neurons, vectorised: no float reductions, a count of crossings.
+        hits = 0
+        if inputs:
             for j in range(n):
-                if refrac[j] > 0:
-                    refrac[j] -= 1
-                    if refrac[j] == 0:
-                        gate[j] = 1.0
-                        n_refrac -= 1
-        if adapt:
+                vj = v_rest + (v[j] - v_rest) * decay_m + cur[j] * gate[j]
+                v[j] = vj
+                over = vj - base[j] - gf * a32[j]
+                peak[j] = over if over > peak[j] else peak[j]
+                hits += over >= zero
+        else:
             for j in range(n):
-                theta[j] *= k.decay_theta
-                thr[j] = k.v_thresh + theta[j]
-        best, best_over = -1, f32(-1e30)
-        if top >= 0.0:
+                vj = v_rest + (v[j] - v_rest) * decay_m
+                v[j] = vj
+                over = vj - base[j] - gf * a32[j]
+                peak[j] = over if over > peak[j] else peak[j]
+                hits += over >= zero
+        best = -1
+        if hits > 0:
+            best_over = zero
             for j in range(n):
-                if gate[j] > 0 and v[j] - thr[j] > best_over:
-                    best, best_over = j, v[j] - thr[j]
-        if best >= 0:
+                over = v[j] - base[j] - gf * a32[j]
+                if over >= best_over and (best < 0 or over > best_over):
+                    best, best_over = j, over
             for j in range(n):
                 v[j] -= k.inhibition
             v[best] = k.v_reset
-            refrac[best] = k.refrac_steps
             if k.refrac_steps > 0:
-                gate[best] = 0.0
-                n_refrac += 1
+                gate[best], base[best] = 0.0, off
+                ref_end[best] = t + k.refrac_steps
+                refractory[n_ref] = best
+                n_ref += 1
             counts[best] += 1
             if first[best] < 0:
                 first[best] = t
-            post[best] = 1.0
-            any_post = True
+                fired[nf] = best
+                nf += 1
+            last_post[best] = t
             if adapt:
-                theta[best] += k.theta_plus
-                thr[best] = k.v_thresh + theta[best]
+                a[best] += k.theta_plus / g
+                a32[best] = a[best]
             if learn:
-                for i in range(n_in):
-                    if last_pre[i] >= 0:
-                        w[i, best] = min(w[i, best] + k.nu_post * pre_decay[t - last_pre[i]],
-                                         k.wmax)
+                for q in range(n_pre):
+                    i = pre_list[q]
+                    w[i, best] = min(w[i, best] + k.nu_post * pre_decay[t - last_pre[i]],
+                                     k.wmax)
         if record:
             rec_v[t] = v
-            rec_theta[t] = theta
+            rec_theta[t] = g * a
             if best >= 0:
                 rec_s[t, best] = True
+    if adapt:
+        for j in range(n):
+            theta[j] = g * a[j]
+    return nf
 
 
 @njit(cache=True)
@@ -227,6 +334,19 @@ def _normalize(w: np.ndarray, norm: float) -> None:
     f = np.where(s > 0, np.float32(norm) / s, np.float32(1.0)).astype(np.float32)
     for i in range(w.shape[0]):
         w[i] *= f
+
+
+@njit(cache=True)
+def _normalize_columns(w: np.ndarray, columns: np.ndarray, norm: float) -> None:
+    """`_normalize` for the given columns only: those whose weights STDP changed."""
+    for j in columns:
+        s = np.float32(0.0)
+        for i in range(w.shape[0]):
+            s += w[i, j]
+        if s > 0:
+            f = np.float32(norm) / s
+            for i in range(w.shape[0]):
+                w[i, j] *= f
 
 
 @njit(cache=True)
@@ -249,71 +369,61 @@ def _best(counts: np.ndarray, first: np.ndarray, peak: np.ndarray, skip: int) ->
 
 @njit(cache=True)
 def _show(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
-          learn: bool, intensity: float, intensity_step: float, max_reshow: int, dt: float,
-          norm: float, key: np.uint64, counts: np.ndarray, ptr: np.ndarray, idx: np.ndarray,
-          tmp_t: np.ndarray, tmp_i: np.ndarray) -> tuple[int, int, int]:
+          post_decay: np.ndarray, learn: bool, intensity: float, intensity_step: float,
+          max_reshow: int, dt: float, norm: float, key: np.uint64,
+          wk: _Work) -> tuple[int, int, int]:
     """Show sample x, re-showing it louder while no neuron spikes.
 
     Returns (winner, runner-up, shows): shows is the number of presentations, or
     max_reshow + 2 when the sample stayed silent throughout and the neurons were ranked by how
-    close they came to their thresholds (`peak`). `counts` gets the spikes of the last show.
-    With `learn`, weights are normalised to `norm` after every show that had a spike.
+    close they came to their thresholds (`peak`). wk.counts gets the spikes of the last show.
+    With `learn`, the weights of the neurons that spiked are normalised to `norm` after the show.
     """
-    n = w.shape[1]
-    first = np.empty(n, np.int64)
-    peak = np.empty(n)
     no_f, no_b = np.empty((0, 0)), np.empty((0, 0), np.bool_)
-    state = np.empty(1, np.uint64)
     for show in range(max_reshow + 1):
-        state[0] = _mix(key + np.uint64(show))
+        wk.state[0] = _mix(key + np.uint64(show))
         pmax = (intensity + show * intensity_step) * dt / 1000.0
-        _input_events(x, pmax, ptr.shape[0] - 1, state, ptr, idx, tmp_t, tmp_i)
-        _present(w, theta, ptr, idx, k, pre_decay, learn, learn, counts, first, peak,
-                 no_f, no_b, no_f)
-        if counts.sum() > 0:
+        _input_events(x, pmax, wk)
+        nf = _present(w, theta, k, pre_decay, post_decay, learn, learn, wk, no_f, no_b, no_f)
+        if nf > 0:
             if learn:
-                _normalize(w, norm)
-            winner = _best(counts, first, peak, -1)
-            return winner, _best(counts, first, peak, winner), show + 1
-    winner = _best(counts, first, peak, -1)
-    return winner, _best(counts, first, peak, winner), max_reshow + 2
+                _normalize_columns(w, wk.fired[:nf], norm)
+            winner = _best(wk.counts, wk.first, wk.peak, -1)
+            return winner, _best(wk.counts, wk.first, wk.peak, winner), show + 1
+    winner = _best(wk.counts, wk.first, wk.peak, -1)
+    return winner, _best(wk.counts, wk.first, wk.peak, winner), max_reshow + 2
 
 
 @njit(cache=True)
 def _train_pass(x: np.ndarray, order: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
-                pre_decay: np.ndarray, n_steps: int, intensity: float, intensity_step: float,
-                max_reshow: int, dt: float, norm: float, seed: np.uint64, pass_no: int,
-                winners: np.ndarray, shows: np.ndarray, spikes: np.ndarray) -> None:
+                pre_decay: np.ndarray, post_decay: np.ndarray, n_steps: int, intensity: float,
+                intensity_step: float, max_reshow: int, dt: float, norm: float,
+                seed: np.uint64, pass_no: int, winners: np.ndarray, shows: np.ndarray,
+                spikes: np.ndarray) -> None:
     """One pass of online learning over x[order], one sample at a time (truly sequential)."""
-    cap = w.shape[0] * n_steps  # most input spikes one show can have
-    ptr, idx = np.empty(n_steps + 1, np.int64), np.empty(cap, np.int64)
-    tmp_t, tmp_i = np.empty(cap, np.int64), np.empty(cap, np.int64)
-    counts = np.empty(w.shape[1], np.int64)
+    wk = _work(w.shape[0], w.shape[1], n_steps)
     for s in range(order.shape[0]):
-        winners[s], _, shows[s] = _show(x[order[s]], w, theta, k, pre_decay, True, intensity,
-                                        intensity_step, max_reshow, dt, norm,
-                                        _key(seed, pass_no, order[s]), counts, ptr, idx, tmp_t,
-                                        tmp_i)
-        spikes += counts
+        winners[s], _, shows[s] = _show(x[order[s]], w, theta, k, pre_decay, post_decay, True,
+                                        intensity, intensity_step, max_reshow, dt, norm,
+                                        _key(seed, pass_no, np.uint64(order[s])), wk)
+        spikes += wk.counts
 
 
 @njit(cache=True, parallel=True)
-def _predict_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
-                  pre_decay: np.ndarray, n_steps: int, intensity: float,
-                  intensity_step: float, max_reshow: int, dt: float, seed: np.uint64,
-                  n_chunks: int, winners: np.ndarray, runners: np.ndarray,
-                  shows: np.ndarray) -> None:
+def _frozen_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
+                 pre_decay: np.ndarray, post_decay: np.ndarray, n_steps: int, intensity: float,
+                 intensity_step: float, max_reshow: int, dt: float, seed: np.uint64,
+                 n_chunks: int, winners: np.ndarray, runners: np.ndarray,
+                 shows: np.ndarray) -> None:
     """Frozen network (no STDP, thresholds fixed): samples are independent, so chunks of them
-    run in parallel; the keyed random streams make the result independent of the threads."""
-    cap = w.shape[0] * n_steps
+    run in parallel. Each sample's spike trains are keyed by its bytes, so its result depends
+    neither on the threads nor on the other samples of the batch or their order."""
     for c in prange(n_chunks):
-        ptr, idx = np.empty(n_steps + 1, np.int64), np.empty(cap, np.int64)
-        tmp_t, tmp_i = np.empty(cap, np.int64), np.empty(cap, np.int64)
-        counts = np.empty(w.shape[1], np.int64)
+        wk = _work(w.shape[0], w.shape[1], n_steps)
         for s in range(c * x.shape[0] // n_chunks, (c + 1) * x.shape[0] // n_chunks):
             winners[s], runners[s], shows[s] = _show(
-                x[s], w, theta, k, pre_decay, False, intensity, intensity_step, max_reshow, dt,
-                0.0, _key(seed, _PREDICT_PASS, s), counts, ptr, idx, tmp_t, tmp_i)
+                x[s], w, theta, k, pre_decay, post_decay, False, intensity, intensity_step,
+                max_reshow, dt, 0.0, _key(seed, _FROZEN_PASS, _digest(x[s])), wk)
 
 
 # ------------------------------------------------------------------------------ estimator
@@ -333,155 +443,123 @@ class SimResult:
     """(inputs, neurons) weights after the presentation."""
 
 
+_SETTINGS = tuple(f.name for f in dataclasses.fields(STDPSettings))
+_HISTORY = ("spikes", "wins", "theta")
+
+
 class STDPClustering(Clusterer):
     """Clustering by a Diehl & Cook (2015) STDP network (see the module docstring).
 
-    `fit` re-initialises weights and thresholds, then makes `epochs` passes of online STDP (one
-    sample at a time, plasticity and threshold adaptation on, order reshuffled every pass);
-    `partial_fit` makes `epochs` more passes from the current state. Both end with one frozen
-    pass (no plasticity, thresholds fixed) that sets `labels_`; `predict` is that frozen pass.
+    A scikit-learn estimator. `fit` re-initialises weights and thresholds, then makes `epochs`
+    passes of online STDP (one sample at a time, plasticity and threshold adaptation on, order
+    reshuffled every pass); `partial_fit` makes `epochs` more passes from the current state.
+    Both end with one frozen pass (no plasticity, thresholds fixed) that sets `labels_`;
+    `predict` is that frozen pass, so ``predict(X)`` equals ``labels_`` after ``fit(X)``.
 
-    Parameters (times in ms, potentials in mV, rates in Hz):
-        n_clusters: number of clusters (>= 2).
-        n_neurons: excitatory neurons, >= n_clusters (default n_clusters: neuron i is cluster i).
-            With more neurons, neurons are grouped into clusters by spectral clustering of
-            their co-activation graph: how often one won a sample and the other came second.
-        time: simulation steps per presentation of a sample.
-        dt: step length.
-        seed: seeds the initial weights, the sample order and every spike train.
-        epochs: online passes over the data per fit / partial_fit call.
-        intensity: input rate of a sample's largest |component|.
-        intensity_step: rate added each time a sample that made no neuron spike is re-shown.
-        max_reshow: re-shows before a silent sample goes to the neuron closest to threshold.
-        v_rest, v_reset, v_thresh: resting, reset and base threshold potential.
-        tau_m: membrane time constant.
-        refractory: time after a spike during which a neuron ignores its input.
-        theta_plus: threshold increase per spike; frequent winners get harder to fire, which
-            balances cluster sizes, and the rising thresholds anneal learning.
-        tau_theta: threshold decay time constant; None: 300 * n_neurons * time * dt, i.e. each
-            neuron's threshold remembers about its last 300 shares of presentations, the ratio
-            of Diehl & Cook's 1e7 ms for 100 neurons and 350 + 150 ms per sample.
-        inhibition: potential removed from every other neuron when one spikes.
-        nu_pre: depression per input spike, times the post trace.
-        nu_post: potentiation per neuron spike, times the pre trace.
-        tau_pre, tau_post: time constants of the input and neuron traces.
-        wmax: upper clip of a weight after an STDP update.
-        norm: sum of each neuron's input weights, restored after every sample; it sets how
-            fast a matching sample drives a neuron to threshold. None: calibrated from `drive`
-            at each fit (kept by partial_fit), as `norm_`.
-        drive: input per step (mV) that a typical sample gives the best-matching of 50 neurons
-            shaped like other samples (rates + 0.1, normalised): norm_ = drive / (intensity *
-            dt / 1000 * that match). One value then suits 16- to 256-d whitened features;
-            raw non-negative pixels, where every neuron matches every image fairly well, want
-            about 0.2.
-        init: 'data': each neuron starts from the input rates of a random sample plus uniform
-            noise in [0, 0.1), so no neuron starts hopeless (with non-negative inputs half of
-            random weights sit on off cells that never fire); 'random': uniform (Diehl & Cook).
+    Parameters: n_clusters (>= 1); random_state (an int in [0, 2**32), a numpy RandomState or
+    None: seeds the initial weights, the sample order and every spike train; 10 clusters and
+    seed 0 by default, as KMeansClustering); and the settings of
+    `deepstdp.snn_settings.STDPSettings`, which documents each one's default and meaning.
+    nu_pre, nu_post and wmax are in units of the mean weight, norm_ / (2 * D), so
+    they mean the same for any feature width D.
 
-    nu_pre, nu_post and wmax are in units of the mean weight, norm_ / (2 * D), so they mean the
-    same for any feature width D; Diehl & Cook's 1e-4, 1e-2 and 1 at mean weight 0.1 are 1e-3,
-    0.1 and 10 here.
-
-    Attributes after fit: labels_, norm_, weights_ (2D, n_neurons) float32 (rows D.. are the off
-    cells), theta_, neuron_cluster_, passes_ (training passes so far), n_reshown_ / n_silent_
-    (samples of the last frozen pass, fit's or predict's, that needed a re-show / stayed silent
-    to the end), train_reshown_ / train_silent_ (the same for the last training pass) and
-    history_ (per training pass: spikes, wins and end-of-pass theta per neuron).
+    Attributes after fit: labels_; n_features_in_; n_neurons_ and tau_theta_ (the settings as
+    resolved); seed_ (the kernels' seed, from random_state); norm_; weights_ (2D, n_neurons_)
+    float32, rows D.. the off cells; theta_; neuron_cluster_; passes_ (training passes so far);
+    labels_reshown_ / labels_silent_ (samples of the frozen pass that set labels_ that needed a
+    re-show / stayed silent to the end); train_reshown_ / train_silent_ (the same for the last
+    training pass); history_ (per training pass: spikes, wins and end-of-pass theta per
+    neuron). predict changes nothing in the estimator (scikit-learn's contract), so the counts
+    of any other frozen pass come with its labels from `readout(X)`.
     """
 
     def __init__(
         self,
-        n_clusters: int,
-        n_neurons: int | None = None,
+        n_clusters: int = 10,
         *,
-        time: int = 500,
-        dt: float = 1.0,
-        seed: int = 0,
-        epochs: int = 3,
-        intensity: float = 64.0,
-        intensity_step: float = 32.0,
-        max_reshow: int = 4,
-        v_rest: float = -65.0,
-        v_reset: float = -60.0,
-        v_thresh: float = -52.0,
-        tau_m: float = 100.0,
-        refractory: float = 5.0,
-        theta_plus: float = 0.05,
-        tau_theta: float | None = None,
-        inhibition: float = 17.5,
-        nu_pre: float = 1e-3,
-        nu_post: float = 0.1,
-        tau_pre: float = 20.0,
-        tau_post: float = 20.0,
-        wmax: float = 10.0,
-        norm: float | None = None,
-        drive: float = 0.35,
-        init: str = "data",
+        random_state: int | np.random.RandomState | None = 0,
+        n_neurons: int | None = STDPSettings.n_neurons,
+        time: int = STDPSettings.time,
+        dt: float = STDPSettings.dt,
+        epochs: int = STDPSettings.epochs,
+        intensity: float = STDPSettings.intensity,
+        intensity_step: float = STDPSettings.intensity_step,
+        max_reshow: int = STDPSettings.max_reshow,
+        v_rest: float = STDPSettings.v_rest,
+        v_reset: float = STDPSettings.v_reset,
+        v_thresh: float = STDPSettings.v_thresh,
+        tau_m: float = STDPSettings.tau_m,
+        refractory: float = STDPSettings.refractory,
+        theta_plus: float = STDPSettings.theta_plus,
+        tau_theta: float | None = STDPSettings.tau_theta,
+        inhibition: float = STDPSettings.inhibition,
+        nu_pre: float = STDPSettings.nu_pre,
+        nu_post: float = STDPSettings.nu_post,
+        tau_pre: float = STDPSettings.tau_pre,
+        tau_post: float = STDPSettings.tau_post,
+        wmax: float = STDPSettings.wmax,
+        norm: float | None = STDPSettings.norm,
+        drive: float = STDPSettings.drive,
+        init: str = STDPSettings.init,
     ):
-        n_neurons = n_clusters if n_neurons is None else n_neurons
-        for name, value, low in (("n_clusters", n_clusters, 2), ("n_neurons", n_neurons, 2),
-                                 ("time", time, 1), ("epochs", epochs, 1),
-                                 ("max_reshow", max_reshow, 0)):
-            if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-                raise DeepSTDPError(f"{name} must be an integer >= {low}, got {value}")
-        if n_neurons < n_clusters:
-            raise DeepSTDPError(f"n_neurons ({n_neurons}) must be at least n_clusters "
-                                f"({n_clusters})")
-        for name, value in (("dt", dt), ("intensity", intensity), ("tau_m", tau_m),
-                            ("tau_theta", 1.0 if tau_theta is None else tau_theta),
-                            ("tau_pre", tau_pre), ("tau_post", tau_post), ("wmax", wmax),
-                            ("norm", 1.0 if norm is None else norm), ("drive", drive)):
-            if not value > 0:
-                raise DeepSTDPError(f"{name} must be positive, got {value}")
-        for name, value in (("intensity_step", intensity_step), ("refractory", refractory),
-                            ("theta_plus", theta_plus), ("inhibition", inhibition),
-                            ("nu_pre", nu_pre), ("nu_post", nu_post)):
-            if not value >= 0:
-                raise DeepSTDPError(f"{name} must be non-negative, got {value}")
-        if not (v_rest < v_thresh and v_reset < v_thresh):
-            raise DeepSTDPError("v_rest and v_reset must be below v_thresh")
-        if init not in ("random", "data"):
-            raise DeepSTDPError(f"init must be 'random' or 'data', got {init!r}")
-        self.n_clusters, self.n_neurons = int(n_clusters), int(n_neurons)
-        self.time, self.dt, self.seed, self.epochs = int(time), float(dt), int(seed), int(epochs)
-        self.intensity, self.intensity_step = float(intensity), float(intensity_step)
-        self.max_reshow = int(max_reshow)
-        self.v_rest, self.v_reset, self.v_thresh = float(v_rest), float(v_reset), float(v_thresh)
-        self.tau_m, self.refractory = float(tau_m), float(refractory)
-        self.theta_plus = float(theta_plus)
-        self.tau_theta = (300.0 * self.n_neurons * self.time * self.dt if tau_theta is None
-                          else float(tau_theta))
-        self.inhibition = float(inhibition)
-        self.nu_pre, self.nu_post = float(nu_pre), float(nu_post)
-        self.tau_pre, self.tau_post = float(tau_pre), float(tau_post)
-        self.wmax, self.init = float(wmax), init
-        self.norm, self.drive = None if norm is None else float(norm), float(drive)
+        self.n_clusters = n_clusters
+        self.random_state = random_state
+        self.n_neurons = n_neurons
+        self.time = time
+        self.dt = dt
+        self.epochs = epochs
+        self.intensity = intensity
+        self.intensity_step = intensity_step
+        self.max_reshow = max_reshow
+        self.v_rest = v_rest
+        self.v_reset = v_reset
+        self.v_thresh = v_thresh
+        self.tau_m = tau_m
+        self.refractory = refractory
+        self.theta_plus = theta_plus
+        self.tau_theta = tau_theta
+        self.inhibition = inhibition
+        self.nu_pre = nu_pre
+        self.nu_post = nu_post
+        self.tau_pre = tau_pre
+        self.tau_post = tau_post
+        self.wmax = wmax
+        self.norm = norm
+        self.drive = drive
+        self.init = init
 
     # ------------------------------------------------------------------ public API
 
-    def fit(self, x: Any) -> Self:
-        """Re-initialise, train `epochs` passes, then label x with the frozen network."""
-        x = self._check_fit_input(x)
-        self._init_state(x)
-        self._train(x)
+    def fit(self, X: Any, y: Any = None) -> Self:
+        """Re-initialise, train `epochs` passes, then label X with the frozen network."""
+        settings = self._check_params()
+        x = _writable(self._validate_fit_input(X))
+        self.seed_ = self._seed()
+        self._init_state(x, settings)
+        self._train(x, settings)
         return self
 
-    def partial_fit(self, x: Any) -> Self:
-        """Train `epochs` more passes from the current state (fit if unfitted), relabel x."""
+    def partial_fit(self, X: Any, y: Any = None) -> Self:
+        """Train `epochs` more passes from the current state (fit if unfitted), relabel X."""
         if not hasattr(self, "weights_"):
-            return self.fit(x)
-        x = as_features(x, n_features=self.n_features_)
-        if len(x) < self.n_clusters:
-            raise DeepSTDPError(f"{len(x)} samples cannot form {self.n_clusters} clusters")
-        self._train(x)
+            return self.fit(X)
+        settings = self._check_params()
+        self._train(_writable(self._validate_input(X)), settings)
         return self
 
-    def predict(self, x: Any) -> np.ndarray:
-        """Cluster of the neuron spiking most on each sample; no plasticity, deterministic."""
-        if not hasattr(self, "weights_"):
-            raise DeepSTDPError(f"{type(self).__name__} must be fitted before predict")
-        winners, _ = self._frozen_pass(as_features(x, n_features=self.n_features_))
-        return self.neuron_cluster_[winners]
+    def predict(self, X: Any) -> np.ndarray:
+        """Cluster of the neuron spiking most on each sample (frozen network).
+
+        A pure function of each sample, the fitted model and random_state.
+        """
+        return self.readout(X).labels
+
+    def readout(self, X: Any) -> Readout:
+        """`predict` with each sample's winning neuron and re-show counts."""
+        winners, runners, shows = self._frozen(_writable(self._validate_input(X)))
+        silent = shows > self.max_reshow + 1
+        return Readout(self.neuron_cluster_[winners], winners, np.where(silent, shows - 1, shows),
+                       silent)
 
     def simulate(self, spikes: np.ndarray, weights: np.ndarray | None = None,
                  theta: np.ndarray | None = None, learn: bool = False,
@@ -494,6 +572,7 @@ class STDPClustering(Clusterer):
         (that happens between samples). nu_pre, nu_post and wmax are in units of
         norm_ / inputs as in fit (`norm` if unfitted, else 1: with norm=None they are absolute).
         """
+        settings = self._check_params()
         if weights is None and not hasattr(self, "weights_"):
             raise DeepSTDPError("simulate needs weights or a fitted clusterer")
         spikes = np.asarray(spikes, dtype=bool)
@@ -507,84 +586,131 @@ class STDPClustering(Clusterer):
             raise DeepSTDPError(f"theta {th.shape} does not match {w.shape[1]} neurons")
         steps, n = spikes.shape[0], w.shape[1]
         t, i = np.nonzero(spikes)
-        ptr = np.searchsorted(t, np.arange(steps + 1)).astype(np.int64)
+        wk = _work(w.shape[0], n, steps)
+        for e in range(len(t)):
+            _push(wk, e, t[e], i[e])
         rec_v, rec_th = np.zeros((steps, n)), np.zeros((steps, n))
         rec_s = np.zeros((steps, n), bool)
-        counts, first, peak = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
         norm = getattr(self, "norm_", self.norm or w.shape[0])
-        _present(w, th, ptr, i.astype(np.int64), self._dyn(w.shape[0], norm),
-                 self._pre_decay(steps), learn, adapt, counts, first, peak, rec_v, rec_s, rec_th)
+        tau_theta = self._tau_theta(settings, n)
+        _present(w, th, self._dyn(w.shape[0], norm, tau_theta), self._decay(self.tau_pre, steps),
+                 self._decay(self.tau_post, steps), learn, adapt, wk, rec_v, rec_s, rec_th)
         return SimResult(v=rec_v, spikes=rec_s, theta=rec_th, weights=w)
 
     def diagnostics(self) -> dict[str, Any]:
-        """Scalars for the training log: re-shown / silent samples and neuron usage."""
+        """Scalars for the training log: re-shown / silent samples of the labelling pass and
+        the last training pass, and neuron usage."""
         if not hasattr(self, "weights_"):
             return {}
-        return {"stdp_reshown": self.n_reshown_, "stdp_silent": self.n_silent_,
+        return {"stdp_reshown": self.labels_reshown_, "stdp_silent": self.labels_silent_,
                 "stdp_train_reshown": self.train_reshown_, "stdp_train_silent": self.train_silent_,
                 "stdp_dead_neurons": int((self.history_["wins"][-1] == 0).sum()),
                 "stdp_theta_mean": float(self.theta_.mean()), "stdp_passes": self.passes_}
 
     def state_dict(self) -> dict[str, Any]:
+        """The fitted state as torch tensors and Python scalars (loads with weights_only=True):
+        weights, thresholds, neuron-to-cluster map, labels, norm_, seed_, pass counter, re-show
+        counters and history. The settings are not in it: load it into a clusterer built with
+        the same settings."""
         if not hasattr(self, "weights_"):
             return {}
-        return {"weights": self.weights_, "theta": self.theta_,
-                "neuron_cluster": self.neuron_cluster_, "labels": self.labels_,
-                "seed": self.seed, "passes": self.passes_, "norm": self.norm_,
-                "n_reshown": self.n_reshown_, "n_silent": self.n_silent_,
-                "train_reshown": self.train_reshown_, "train_silent": self.train_silent_,
-                **{f"history_{k}": np.array(v) for k, v in self.history_.items()}}
+        return state_tensors({
+            "weights": self.weights_, "theta": self.theta_, "neuron_cluster": self.neuron_cluster_,
+            "labels": self.labels_, "seed": self.seed_, "passes": self.passes_, "norm": self.norm_,
+            "labels_reshown": self.labels_reshown_, "labels_silent": self.labels_silent_,
+            "train_reshown": self.train_reshown_, "train_silent": self.train_silent_,
+            **{f"history_{k}": np.array(self.history_[k]) for k in _HISTORY}})
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()`'s output (tensors, or the numpy arrays of older checkpoints);
+        a restored clusterer predicts and continues exactly like the one that was saved."""
         if not state:
             return
-        w = np.ascontiguousarray(state["weights"], dtype=np.float32)
-        if w.ndim != 2 or w.shape[1] != self.n_neurons or w.shape[0] % 2:
-            raise DeepSTDPError(f"state holds weights {w.shape}, this clusterer has "
-                                f"{self.n_neurons} neurons")
-        self.weights_, self.n_features_ = w, w.shape[0] // 2
-        self.theta_ = np.array(state["theta"], dtype=np.float64)
-        self.neuron_cluster_ = np.asarray(state["neuron_cluster"], dtype=np.int64)
-        self.labels_ = np.asarray(state["labels"], dtype=np.int64)
-        self.seed, self.passes_ = int(state["seed"]), int(state["passes"])
+        settings = self._check_params()
+        w = np.ascontiguousarray(state_array(state["weights"], np.float32))
+        n = settings.n_neurons or self.n_clusters
+        if w.ndim != 2 or w.shape[1] != n or w.shape[0] % 2:
+            raise DeepSTDPError(f"the state holds weights of shape {w.shape}; this clusterer has "
+                                f"{n} neurons")
+        self.weights_, self.n_features_in_, self.n_neurons_ = w, w.shape[0] // 2, n
+        self.tau_theta_ = self._tau_theta(settings, n)
+        self.theta_ = state_array(state["theta"], np.float64)
+        self.neuron_cluster_ = state_array(state["neuron_cluster"], np.int64)
+        self.labels_ = state_array(state["labels"], np.int64)
+        self.seed_, self.passes_ = int(state["seed"]), int(state["passes"])
         self.norm_ = float(state["norm"])
-        self.n_reshown_, self.n_silent_ = int(state["n_reshown"]), int(state["n_silent"])
+        # Checkpoints before 0.3 kept the last frozen pass's counts (often predict's) as n_*.
+        self.labels_reshown_ = int(state.get("labels_reshown", state.get("n_reshown", 0)))
+        self.labels_silent_ = int(state.get("labels_silent", state.get("n_silent", 0)))
         self.train_reshown_ = int(state["train_reshown"])
         self.train_silent_ = int(state["train_silent"])
-        self.history_ = {k: list(np.asarray(state[f"history_{k}"]))
-                         for k in ("spikes", "wins", "theta")}
+        self.history_ = {k: list(state_array(state[f"history_{k}"])) for k in _HISTORY}
 
     # ------------------------------------------------------------------ internals
 
-    def _dyn(self, n_inputs: int, norm: float) -> _Dyn:
+    def _check_params(self) -> STDPSettings:
+        """The parameters as validated settings; raises DeepSTDPError on the first bad one."""
+        k = self.n_clusters
+        if isinstance(k, bool) or not isinstance(k, Integral) or k < 1:
+            raise DeepSTDPError(f"n_clusters must be an integer >= 1, got {k!r}")
+        return STDPSettings(**{name: getattr(self, name) for name in _SETTINGS}).validate(k)
+
+    def _seed(self) -> int:
+        """The kernels' seed: random_state itself if an int, else drawn from it."""
+        rs = self.random_state
+        if isinstance(rs, Integral) and not isinstance(rs, bool):
+            if not 0 <= rs < 2**32:
+                raise DeepSTDPError(f"random_state must be in [0, 2**32), got {rs}")
+            return int(rs)
+        try:
+            return int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+        except ValueError:
+            raise DeepSTDPError(f"random_state must be None, an int or a numpy RandomState, "
+                                f"got {rs!r}") from None
+
+    @staticmethod
+    def _tau_theta(settings: STDPSettings, n_neurons: int) -> float:
+        if settings.tau_theta is not None:
+            return float(settings.tau_theta)
+        return 300.0 * n_neurons * settings.time * settings.dt
+
+    def _dyn(self, n_inputs: int, norm: float, tau_theta: float) -> _Dyn:
         unit = norm / n_inputs  # the mean weight: unit of nu_pre, nu_post and wmax
-        return _Dyn(self.v_rest, self.v_reset, self.v_thresh, float(np.exp(-self.dt / self.tau_m)),
-                    round(self.refractory / self.dt), self.theta_plus,
-                    float(np.exp(-self.dt / self.tau_theta)), self.inhibition,
-                    self.nu_pre * unit, self.nu_post * unit,
-                    float(np.exp(-self.dt / self.tau_post)), self.wmax * unit)
+        return _Dyn(float(self.v_rest), float(self.v_reset), float(self.v_thresh),
+                    float(np.exp(-self.dt / self.tau_m)), round(self.refractory / self.dt),
+                    float(self.theta_plus), float(np.exp(-self.dt / tau_theta)),
+                    float(self.inhibition), self.nu_pre * unit, self.nu_post * unit,
+                    self.wmax * unit)
 
-    def _pre_decay(self, steps: int) -> np.ndarray:
-        """Input trace k steps after its spike, for k = 0..steps."""
-        return np.exp(-np.arange(steps + 1) * self.dt / self.tau_pre).astype(np.float32)
+    def _decay(self, tau: float, steps: int) -> np.ndarray:
+        """A trace k steps after its spike, for k = 0..steps."""
+        return np.exp(-np.arange(steps + 1) * self.dt / tau).astype(np.float32)
 
-    def _init_state(self, x: np.ndarray) -> None:
-        rng = np.random.default_rng([self.seed, 0])
+    def _kernel_args(self) -> tuple:
+        """The arguments that _train_pass and _frozen_pass share after x."""
+        return (self._dyn(2 * self.n_features_in_, self.norm_, self.tau_theta_),
+                self._decay(self.tau_pre, self.time), self._decay(self.tau_post, self.time),
+                int(self.time), float(self.intensity), float(self.intensity_step),
+                int(self.max_reshow), float(self.dt))
+
+    def _init_state(self, x: np.ndarray, settings: STDPSettings) -> None:
+        self.n_neurons_ = settings.n_neurons or self.n_clusters
+        self.tau_theta_ = self._tau_theta(settings, self.n_neurons_)
+        rng = np.random.default_rng([self.seed_, 0])
         d = x.shape[1]
         if self.init == "random":
-            w = rng.random((2 * d, self.n_neurons))
+            w = rng.random((2 * d, self.n_neurons_))
         else:
-            pick = x[rng.choice(len(x), self.n_neurons, replace=len(x) < self.n_neurons)]
+            pick = x[rng.choice(len(x), self.n_neurons_, replace=len(x) < self.n_neurons_)]
             pick = pick / np.abs(pick).max(axis=1, keepdims=True).clip(1e-12)
             w = np.concatenate([pick.clip(0), (-pick).clip(0)], axis=1).T
             w = w + 0.1 * rng.random(w.shape)
         self.weights_ = np.ascontiguousarray(w, dtype=np.float32)
-        self.norm_ = self.norm or self._calibrate_norm(x, rng)
+        self.norm_ = float(self.norm) if self.norm is not None else self._calibrate_norm(x, rng)
         _normalize(self.weights_, self.norm_)
-        self.theta_ = np.zeros(self.n_neurons)
-        self.n_features_ = d
+        self.theta_ = np.zeros(self.n_neurons_)
         self.passes_ = 0
-        self.history_: dict[str, list[np.ndarray]] = {"spikes": [], "wins": [], "theta": []}
+        self.history_: dict[str, list[np.ndarray]] = {k: [] for k in _HISTORY}
 
     def _calibrate_norm(self, x: np.ndarray, rng: np.random.Generator) -> float:
         """Weight sum that gives the best-matching of 50 sample-shaped neurons `drive` mV per
@@ -592,67 +718,83 @@ class STDPClustering(Clusterer):
         pick = rng.choice(len(x), min(len(x), 1050), replace=False)
         a = x[pick] / np.abs(x[pick]).max(axis=1, keepdims=True).clip(1e-12)
         rates = np.concatenate([a.clip(0), (-a).clip(0)], axis=1)
-        m = min(50, len(rates) // 2)
-        protos, samples = rates[:m] + 0.1, rates[m:]
+        m = min(50, len(rates) // 2) or 1
+        protos, samples = rates[:m] + 0.1, rates[m:] if len(rates) > m else rates
         protos /= protos.sum(axis=1, keepdims=True)
         match = (samples @ protos.T).max(axis=1).mean()
+        if match <= 0:
+            raise DeepSTDPError("the samples are all zero, so the weights cannot be calibrated "
+                                "to them; give norm to fit them anyway")
         return float(self.drive / (self.intensity * self.dt / 1000.0 * match))
 
-    def _train(self, x: np.ndarray) -> None:
-        k, pre = self._dyn(2 * self.n_features_, self.norm_), self._pre_decay(self.time)
-        n = len(x)
+    def _train(self, x: np.ndarray, settings: STDPSettings) -> None:
+        n_neurons = self.n_neurons_
+        if (settings.n_neurons or self.n_clusters) != n_neurons:
+            raise DeepSTDPError(f"the fitted layer has {n_neurons} neurons, the parameters ask "
+                                f"for {settings.n_neurons or self.n_clusters}: fit again")
+        self.tau_theta_ = self._tau_theta(settings, n_neurons)
+        args, n = self._kernel_args(), len(x)
         for _ in range(self.epochs):
-            order = np.random.default_rng([self.seed, 1, self.passes_]).permutation(n)
+            order = np.random.default_rng([self.seed_, 1, self.passes_]).permutation(n)
             winners, shows = np.empty(n, np.int64), np.empty(n, np.int64)
-            spikes = np.zeros(self.n_neurons, np.int64)
-            _train_pass(x, order, self.weights_, self.theta_, k, pre, self.time,
-                        self.intensity, self.intensity_step, self.max_reshow, self.dt,
-                        self.norm_, np.uint64(self.seed), self.passes_, winners, shows, spikes)
+            spikes = np.zeros(n_neurons, np.int64)
+            _train_pass(x, order, self.weights_, self.theta_, *args, self.norm_,
+                        np.uint64(self.seed_), self.passes_, winners, shows, spikes)
             self.passes_ += 1
             self.history_["spikes"].append(spikes)
-            self.history_["wins"].append(np.bincount(winners, minlength=self.n_neurons))
+            self.history_["wins"].append(np.bincount(winners, minlength=n_neurons))
             self.history_["theta"].append(self.theta_.copy())
             self.train_reshown_ = int((shows > 1).sum())
             self.train_silent_ = int((shows > self.max_reshow + 1).sum())
-        winners, runners = self._frozen_pass(x)
+        winners, runners, shows = self._frozen(x)
         self._map_neurons(winners, runners)
         self.labels_ = self.neuron_cluster_[winners]
+        self.labels_reshown_ = int((shows > 1).sum())
+        self.labels_silent_ = int((shows > self.max_reshow + 1).sum())
 
-    def _frozen_pass(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Winner and runner-up neuron of every sample; sets n_reshown_ and n_silent_."""
+    def _frozen(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Winner, runner-up neuron and shows (max_reshow + 2: silent) of every sample."""
         n = len(x)
         winners, runners, shows = (np.empty(n, np.int64) for _ in range(3))
-        _predict_pass(x, self.weights_, self.theta_, self._dyn(2 * self.n_features_, self.norm_),
-                      self._pre_decay(self.time), self.time, self.intensity,
-                      self.intensity_step, self.max_reshow, self.dt, np.uint64(self.seed),
-                      max(1, min(n, 4 * numba.get_num_threads())), winners, runners, shows)
-        self.n_reshown_ = int((shows > 1).sum())
-        self.n_silent_ = int((shows > self.max_reshow + 1).sum())
-        return winners, runners
+        _frozen_pass(x, _writable(self.weights_), _writable(self.theta_), *self._kernel_args(),
+                     np.uint64(self.seed_),
+                     max(1, min(n, 4 * numba.get_num_threads())), winners, runners, shows)
+        return winners, runners, shows
 
     def _map_neurons(self, winners: np.ndarray, runners: np.ndarray) -> None:
         """Neuron -> cluster: identity, or spectral clustering of the co-activation graph.
 
-        Only neurons that won a sample take part; each silent neuron joins the cluster of the
-        active neuron with the most similar weights, so dead neurons cannot claim clusters.
+        Only neurons that won a sample take part; each other neuron joins the cluster of the
+        active neuron with the most similar weights (cosine), so dead neurons cannot claim
+        clusters. A neuron without any weight cannot be driven and wins a sample only as the
+        closest to threshold of a silent one; it joins the cluster that won the most samples.
         """
-        n, k = self.n_neurons, self.n_clusters
+        n, k = self.n_neurons_, self.n_clusters
         if n == k:
             self.neuron_cluster_ = np.arange(n, dtype=np.int64)
             return
-        active = np.flatnonzero(np.bincount(winners, minlength=n))
+        wins = np.bincount(winners, minlength=n)
+        active = np.flatnonzero(wins)
         if len(active) <= k:
             cluster_of_active = np.arange(len(active))
         else:
             co = np.zeros((n, n))
             np.add.at(co, (winners, runners), 1.0)
             co = (co + co.T)[np.ix_(active, active)] + 1e-3  # the floor keeps it connected
-            spectral = SpectralClustering(k, affinity="precomputed", random_state=self.seed)
+            spectral = SpectralClustering(k, affinity="precomputed", random_state=self.seed_)
             cluster_of_active = spectral.fit_predict(co)
-        w = self.weights_ / np.linalg.norm(self.weights_, axis=0)
-        nearest = active[np.argmax(w.T @ w[:, active], axis=1)]
+        length = np.linalg.norm(self.weights_, axis=0)
+        unit = self.weights_ / np.where(length > 0, length, 1.0)
         mapping = np.zeros(n, np.int64)
         mapping[active] = cluster_of_active
-        mapping = mapping[nearest]
+        mapping = mapping[active[np.argmax(unit.T @ unit[:, active], axis=1)]]
+        mapping[length == 0] = np.argmax(np.bincount(cluster_of_active,
+                                                     weights=wins[active]))
         mapping[active] = cluster_of_active
         self.neuron_cluster_ = mapping
+
+
+def _writable(a: np.ndarray) -> np.ndarray:
+    """`a` as a C-ordered, writable array (a copy only if it is not): the kernels are compiled
+    for such arrays only, and unpickled or memory-mapped ones may be read-only."""
+    return np.require(a, requirements=["C", "W"])

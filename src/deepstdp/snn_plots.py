@@ -19,7 +19,7 @@ def _fields(clusterer: STDPClustering) -> np.ndarray:
     """(neurons, D) signed receptive fields: on-cell minus off-cell weights."""
     if not hasattr(clusterer, "weights_"):
         raise DeepSTDPError("the clusterer must be fitted before plotting")
-    d = clusterer.n_features_
+    d = clusterer.n_features_in_
     return (clusterer.weights_[:d] - clusterer.weights_[d:]).T
 
 
@@ -49,7 +49,7 @@ def plot_receptive_fields(clusterer: STDPClustering, path: str | Path,
         rows = math.ceil(n / cols)
         fig, axes = plt.subplots(rows, cols, figsize=(1.2 * cols + 1, 1.2 * rows + 0.4),
                                  squeeze=False, constrained_layout=True)
-        overclustered = clusterer.n_neurons > clusterer.n_clusters
+        overclustered = clusterer.n_neurons_ > clusterer.n_clusters
         for j, ax in enumerate(axes.flat):
             ax.set_axis_off()
             if j < n:

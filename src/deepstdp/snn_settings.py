@@ -1,0 +1,133 @@
+"""The spiking clustering layer's settings: one typed dataclass, every default documented.
+
+`STDPSettings` is the single source of `STDPClustering`'s defaults (its keyword defaults refer
+to the fields here) and of their allowed ranges (`validate`, which `fit` calls). Its field names
+are the estimator's parameter names, so ``STDPClustering(n_clusters=k, random_state=seed,
+**dataclasses.asdict(settings))`` builds one. It imports neither numba nor `deepstdp.snn`, so
+the command line can read it without compiling anything. docs/snn.md explains each choice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from numbers import Integral, Real
+from typing import Any
+
+from deepstdp.util import DeepSTDPError
+
+INITS = ("data", "random")
+
+
+@dataclass(frozen=True)
+class STDPSettings:
+    """Every tunable setting of `STDPClustering` except n_clusters and random_state.
+
+    Times are in ms, potentials in mV, rates in Hz.
+    """
+
+    n_neurons: int | None = None
+    """Excitatory neurons, >= n_clusters; None: n_clusters (neuron i is cluster i). With more
+    neurons, neurons are grouped into clusters by spectral clustering of their co-activation
+    graph (how often one won a sample and the other came second)."""
+    time: int = 500
+    """Simulation steps per presentation of a sample; longer presentations make the spike-count
+    readout less noisy (500 beat 250 by 0.02-0.05 ACC on digits)."""
+    dt: float = 1.0
+    """Step length."""
+    epochs: int = 3
+    """Online STDP passes over the data per fit / partial_fit call."""
+    intensity: float = 64.0
+    """Input rate of a sample's largest |component| (Diehl & Cook's 63.75 Hz)."""
+    intensity_step: float = 32.0
+    """Rate added each time a sample that made no neuron spike is shown again."""
+    max_reshow: int = 4
+    """Re-shows before a silent sample goes to the neuron that came closest to threshold."""
+    v_rest: float = -65.0
+    """Resting potential, which the membrane leaks towards."""
+    v_reset: float = -60.0
+    """Potential after a spike."""
+    v_thresh: float = -52.0
+    """Base threshold, to which the adaptive theta is added."""
+    tau_m: float = 100.0
+    """Membrane time constant."""
+    refractory: float = 5.0
+    """Time after a spike during which a neuron ignores its input."""
+    theta_plus: float = 0.05
+    """Threshold increase per spike: frequent winners get harder to fire, which balances cluster
+    sizes, and the rising thresholds anneal learning."""
+    tau_theta: float | None = None
+    """Threshold decay time constant; None: 300 * n_neurons * time * dt, Diehl & Cook's ratio
+    (1e7 ms for 100 neurons at 500 ms per sample), so that the equilibrium theta does not depend
+    on layer size or presentation length."""
+    inhibition: float = 17.5
+    """Potential removed from every other neuron when one spikes."""
+    nu_pre: float = 1e-3
+    """Depression per input spike, times the neuron's trace, in units of the mean weight."""
+    nu_post: float = 0.1
+    """Potentiation per neuron spike, times the input's trace, in units of the mean weight."""
+    tau_pre: float = 20.0
+    """Time constant of the input traces."""
+    tau_post: float = 20.0
+    """Time constant of the neuron traces."""
+    wmax: float = 10.0
+    """Upper clip of a weight after an STDP update, in units of the mean weight."""
+    norm: float | None = None
+    """Sum of each neuron's input weights, restored after every sample that made it learn;
+    None: calibrated from `drive` at each fit (kept by partial_fit)."""
+    drive: float = 0.35
+    """With norm None: input per step (mV) that a typical sample gives the best-matching of 50
+    neurons shaped like other samples. One value suits 16- to 256-d whitened features; raw
+    non-negative pixels want about 0.2."""
+    init: str = "data"
+    """'data': each neuron starts from the input rates of a random sample plus U[0, 0.1), so no
+    neuron starts hopeless; 'random': uniform weights (Diehl & Cook)."""
+
+    def validate(self, n_clusters: int | None = None) -> STDPSettings:
+        """Check every setting's type and range (and n_neurons >= n_clusters when given).
+
+        Raises DeepSTDPError naming the first bad setting and what it allows.
+        """
+        for f in dataclasses.fields(self):
+            _check(f.name, getattr(self, f.name))
+        if (self.v_rest >= self.v_thresh) or (self.v_reset >= self.v_thresh):
+            raise DeepSTDPError(f"v_rest ({self.v_rest}) and v_reset ({self.v_reset}) must be "
+                                f"below v_thresh ({self.v_thresh})")
+        if n_clusters is not None and self.n_neurons is not None and self.n_neurons < n_clusters:
+            raise DeepSTDPError(f"n_neurons ({self.n_neurons}) must be at least n_clusters "
+                                f"({n_clusters})")
+        return self
+
+
+# Allowed values: (kind, lowest, whether the lowest is allowed, None allowed).
+_INT, _REAL = "an integer", "a number"
+_RULES: dict[str, tuple[str, float, bool, bool]] = {
+    "n_neurons": (_INT, 1, True, True), "time": (_INT, 1, True, False),
+    "epochs": (_INT, 1, True, False), "max_reshow": (_INT, 0, True, False),
+    "dt": (_REAL, 0, False, False), "intensity": (_REAL, 0, False, False),
+    "intensity_step": (_REAL, 0, True, False), "tau_m": (_REAL, 0, False, False),
+    "refractory": (_REAL, 0, True, False), "theta_plus": (_REAL, 0, True, False),
+    "tau_theta": (_REAL, 0, False, True), "inhibition": (_REAL, 0, True, False),
+    "nu_pre": (_REAL, 0, True, False), "nu_post": (_REAL, 0, True, False),
+    "tau_pre": (_REAL, 0, False, False), "tau_post": (_REAL, 0, False, False),
+    "wmax": (_REAL, 0, False, False), "norm": (_REAL, 0, False, True),
+    "drive": (_REAL, 0, False, False),
+    "v_rest": (_REAL, -math.inf, False, False), "v_reset": (_REAL, -math.inf, False, False),
+    "v_thresh": (_REAL, -math.inf, False, False),
+}
+
+
+def _check(name: str, value: Any) -> None:
+    if name == "init":
+        if value not in INITS:
+            raise DeepSTDPError(f"init must be one of {', '.join(INITS)}, got {value!r}")
+        return
+    kind, low, closed, none_ok = _RULES[name]
+    if value is None and none_ok:
+        return
+    typed = isinstance(value, Integral if kind == _INT else Real) and not isinstance(value, bool)
+    if not (typed and math.isfinite(value) and (value >= low if closed else value > low)):
+        allowed = (f"{kind} {'>=' if closed else '>'} {low:g}" if math.isfinite(low)
+                   else "a finite number") + (" or None" if none_ok else "")
+        raise DeepSTDPError(f"{name} must be {allowed}, got {value!r}")
