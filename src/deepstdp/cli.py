@@ -25,6 +25,7 @@ from deepstdp.config import (
     SAMPLINGS,
     SCHEDULES,
     TrainConfig,
+    stdp_settings,
 )
 from deepstdp.util import DeepSTDPError, SettingError
 
@@ -64,7 +65,8 @@ def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")
     g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
-                   help="STDPClustering keyword, repeatable (e.g. --stdp time=100)")
+                   help="a spiking-layer setting (deepstdp.snn_settings), repeatable "
+                        "(e.g. --stdp time=100)")
     if loop:
         add_loop_args(p, g)
     g = p.add_argument_group("run")
@@ -136,7 +138,8 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
     given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
              if getattr(args, f.name, None) is not None}
     if "stdp" in given:
-        given["stdp"] = {**cfg.stdp, **dict(parse_stdp_option(s) for s in given["stdp"])}
+        given["stdp"] = stdp_settings(dict(parse_stdp_option(s) for s in given["stdp"]),
+                                      cfg.stdp)
     if "classes" in given:
         given["classes"] = str(given["classes"])
     return dataclasses.replace(cfg, **given).validate()

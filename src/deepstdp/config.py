@@ -4,19 +4,108 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepstdp.util import DeepSTDPError
+from deepstdp.snn_settings import STDPSettings
+from deepstdp.util import DeepSTDPError, SettingError
 
-CLUSTERERS = ("kmeans", "stdp")
 DATASETS = ("digits", "tiny-imagenet")
 HEADS = ("centroid", "reset")
 SAMPLINGS = ("uniform", "shuffle")
 BALANCES = ("none", "sinkhorn")
 SCHEDULES = ("cosine", "constant")
 ACTIVATIONS = ("relu", "qcfs")
+POOLS = ("max", "avg")
+PRECISIONS = ("auto", "bf16", "fp32")
+CARRIES = ("continue", "fresh")
+KMEANS_BACKENDS = ("auto", "sklearn", "faiss")  # deepstdp.clustering.BACKENDS
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Allowed values of one setting: a closed or half-open range, or a set of choices."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    high_open: bool = False
+    low_open: bool = False
+    choices: tuple[str, ...] = ()
+
+    def holds(self, v: Any) -> bool:
+        if self.choices:
+            return v in self.choices
+        above = v > self.low if self.low_open else v >= self.low
+        below = v < self.high if self.high_open else v <= self.high
+        return bool(above and below) and math.isfinite(v)
+
+    def __str__(self) -> str:
+        if self.choices:
+            return "one of " + ", ".join(self.choices)
+        if math.isinf(self.high):
+            return f"a finite number {'>' if self.low_open else '>='} {_num(self.low)}"
+        return (f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
+                f"{')' if self.high_open else ']'}")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
+RULES: dict[str, Rule] = {
+    "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
+    "pool": Rule(choices=POOLS), "activation": Rule(choices=ACTIVATIONS),
+    "qcfs_levels": Rule(1, 1024), "dropout": Rule(0, 1, high_open=True),
+    "proj_dim": Rule(0, 65536), "precision": Rule(choices=PRECISIONS), "k": Rule(2, 10**6),
+    "k_train": Rule(2, 10**6), "pca_dim": Rule(2, 65536), "stdp_carry": Rule(choices=CARRIES),
+    "kmeans_backend": Rule(choices=KMEANS_BACKENDS),
+    "head": Rule(choices=HEADS), "temperature": Rule(0, low_open=True),
+    "sampling": Rule(choices=SAMPLINGS), "balance": Rule(choices=BALANCES),
+    "views": Rule(1, 64), "crop_scale": Rule(0, 1, low_open=True),
+    "jitter": Rule(0, 1, high_open=True), "grayscale": Rule(0, 1), "epochs": Rule(1, 100_000),
+    "batch_size": Rule(2, 65536), "lr": Rule(0, low_open=True),
+    "schedule": Rule(choices=SCHEDULES), "warmup_epochs": Rule(0, 100_000),
+    "momentum": Rule(0, 1, high_open=True), "weight_decay": Rule(0), "knn_k": Rule(1, 10_000),
+    "seed": Rule(0, 2**63, high_open=True), "threads": Rule(1, 4096),
+}
+"""What each setting allows beyond its type; the clusterer's names come from the registry."""
+
+
+def stdp_settings(values: Any, base: STDPSettings | None = None) -> STDPSettings:
+    """STDPSettings from a JSON object of fields (over `base`, default the defaults)."""
+    if isinstance(values, STDPSettings):
+        return values
+    if not isinstance(values, dict):
+        raise SettingError("stdp", f"must be an object of STDP settings, got {values!r}")
+    known = {f.name for f in dataclasses.fields(STDPSettings)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise SettingError("stdp", f"has no setting {', '.join(unknown)}: the settings are "
+                                   f"{', '.join(sorted(known))}")
+    return dataclasses.replace(base or STDPSettings(), **values)
+
+
+def _check_type(name: str, value: Any, hint: Any) -> None:
+    """`value` has the setting's annotated type (JSON config files can hold anything)."""
+    base = hint
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+        if value is None:
+            return
+        base = next(a for a in typing.get_args(hint) if a is not type(None))
+    base = typing.get_origin(base) or base
+    if base is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+    elif base is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, base)
+    if not ok:
+        raise SettingError(name, f"must be of type {getattr(base, '__name__', base)}, got "
+                                 f"{value!r}")
 
 
 @dataclass
@@ -65,6 +154,11 @@ class TrainConfig:
     # Clustering
     clusterer: str = "kmeans"
     """'kmeans' (DeepCluster) or 'stdp' (Deep-STDP's spiking clustering layer)."""
+    kmeans_backend: str = "auto"
+    """k-means implementation: 'sklearn', 'faiss' (pip install faiss-cpu; same seeds and
+    stopping rule, so the same clusters up to rounding) or 'auto': faiss where installed and
+    the problem is as large as where it measured faster (about 1,000 clusters of 100,000
+    points), never the case in the default pipeline (docs/clustering.md)."""
     k: int | None = None
     """Number of clusters evaluated; None: the number of classes."""
     k_train: int | None = None
@@ -75,8 +169,9 @@ class TrainConfig:
     """PCA-whitening dimension, capped by the sample count and feature width. DeepCluster used
     256 for ImageNet; on these few-thousand-image sets whitening that many directions lifts
     noise to the weight of signal (digits: ACC 0.42-0.48 at 256 against 0.82-0.91 at 32)."""
-    stdp: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments for STDPClustering (see docs/snn.md)."""
+    stdp: STDPSettings = field(default_factory=STDPSettings)
+    """The spiking clustering layer's settings (deepstdp.snn_settings, docs/snn.md); in a
+    config file or config.json an object of the fields that differ from the defaults."""
     align_pca: bool = False
     """Rotate each epoch's PCA basis onto the last epoch's (orthogonal Procrustes on the
     training embeddings), so that a spiking layer carried over meets its inputs in the basis it
@@ -131,62 +226,33 @@ class TrainConfig:
     threads: int | None = None
     """torch/BLAS threads; None: all cores. Results are reproducible for a fixed count."""
 
+    def __post_init__(self) -> None:
+        if isinstance(self.stdp, dict):  # from JSON, or TrainConfig(stdp={"time": 100})
+            self.stdp = stdp_settings(self.stdp)
+
     def validate(self) -> TrainConfig:
-        if self.dataset not in DATASETS:
-            raise DeepSTDPError(
-                f"unknown dataset {self.dataset!r}: choose from {', '.join(DATASETS)}")
-        if self.clusterer not in CLUSTERERS:
-            raise DeepSTDPError(
-                f"unknown clusterer {self.clusterer!r}: choose from {', '.join(CLUSTERERS)}")
-        if self.k is not None and self.k < 2:
-            raise DeepSTDPError(f"--k must be at least 2, got {self.k}")
-        if self.epochs < 1:
-            raise DeepSTDPError(f"--epochs must be at least 1, got {self.epochs}")
-        if self.batch_size < 2:
-            raise DeepSTDPError(f"--batch-size must be at least 2, got {self.batch_size}")
-        if not 0 < self.lr < float("inf"):
-            raise DeepSTDPError(f"--lr must be a positive number, got {self.lr}")
-        if not 0 <= self.momentum < 1 or not 0 <= self.weight_decay < float("inf"):
-            raise DeepSTDPError(f"momentum must be in [0, 1) and weight_decay >= 0, got "
-                                f"{self.momentum} and {self.weight_decay}")
-        if not 0 <= self.seed < 2**63:
-            raise DeepSTDPError(f"seed must be in [0, 2**63), got {self.seed}")
-        if self.pca_dim < 2:
-            raise DeepSTDPError(f"--pca-dim must be at least 2, got {self.pca_dim}")
-        if self.image_size < 8:
-            raise DeepSTDPError(f"--image-size must be at least 8, got {self.image_size}")
-        if self.threads is not None and self.threads < 1:
-            raise DeepSTDPError(f"--threads must be at least 1, got {self.threads}")
-        if self.activation not in ACTIVATIONS:
-            raise DeepSTDPError(f"unknown activation {self.activation!r}: use "
-                                f"{' or '.join(ACTIVATIONS)}")
-        if self.qcfs_levels < 1:
-            raise DeepSTDPError(f"qcfs_levels must be at least 1, got {self.qcfs_levels}")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise DeepSTDPError(f"unknown precision {self.precision!r}: use auto, bf16 or fp32")
-        if self.stdp_carry not in ("continue", "fresh"):
-            raise DeepSTDPError(f"unknown --stdp-carry {self.stdp_carry!r}: use continue or fresh")
-        for name, value, allowed in (("head", self.head, HEADS),
-                                     ("sampling", self.sampling, SAMPLINGS),
-                                     ("balance", self.balance, BALANCES),
-                                     ("schedule", self.schedule, SCHEDULES)):
-            if value not in allowed:
-                raise DeepSTDPError(f"unknown {name} {value!r}: use {', '.join(allowed)}")
-        if self.k_train is not None and self.k_train < 2:
-            raise DeepSTDPError(f"k_train must be at least 2, got {self.k_train}")
-        if self.views < 1:
-            raise DeepSTDPError(f"views must be at least 1, got {self.views}")
-        if self.proj_dim < 0:
-            raise DeepSTDPError(f"proj_dim must be 0 or more, got {self.proj_dim}")
-        if self.head == "centroid" and not 0 < self.temperature < float("inf"):
-            raise DeepSTDPError(f"temperature must be positive, got {self.temperature}")
-        if not 0 <= self.jitter < 1 or not 0 <= self.grayscale <= 1:
-            raise DeepSTDPError(f"jitter must be in [0, 1) and grayscale in [0, 1], got "
-                                f"{self.jitter} and {self.grayscale}")
-        if self.warmup_epochs < 0 or self.knn_k < 1:
-            raise DeepSTDPError("warmup_epochs must be >= 0 and knn_k >= 1")
-        if not 0 < self.crop_scale <= 1:
-            raise DeepSTDPError(f"--crop-scale must be in (0, 1], got {self.crop_scale}")
+        """Check every setting's type and range; raises SettingError naming the first bad one."""
+        hints = typing.get_type_hints(TrainConfig)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            _check_type(f.name, value, hints[f.name])
+            rule = RULES.get(f.name)
+            if value is not None and rule is not None and not rule.holds(value):
+                raise SettingError(f.name, f"must be {rule}, got {value!r}")
+        from deepstdp.registry import kind_of
+
+        kind_of(self.clusterer)
+        try:
+            self.stdp.validate()
+        except DeepSTDPError as e:
+            raise SettingError("stdp", str(e)) from None
+        from deepstdp.models import parse_widths
+
+        pools = parse_widths(self.widths).count("M")
+        if 2**pools > self.image_size:
+            raise SettingError("widths", f"{self.widths!r} has {pools} pooling stages; "
+                               f"{self.image_size}-pixel images allow at most "
+                               f"{self.image_size.bit_length() - 1}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

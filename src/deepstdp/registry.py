@@ -8,6 +8,7 @@ costs nothing until one is used (the spiking one compiles numba kernels).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,7 @@ def _kmeans(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
 def _stdp(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
     from deepstdp.snn import STDPClustering
 
-    return STDPClustering(k, random_state=seed, **cfg.stdp)
+    return STDPClustering(k, random_state=seed, **dataclasses.asdict(cfg.stdp))
 
 
 def _stdp_pictures(clusterer: Clusterer, folder: Path,
