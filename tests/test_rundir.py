@@ -122,7 +122,7 @@ def test_files_follow_the_umask_and_checkpoints_load_without_pickle(tmp_path):
     ck = torch.load(tmp_path / "run" / "checkpoint.pt")  # torch's default: weights_only=True
     assert ck["epoch"] == 1 and len(ck["metrics"]) == 2
     run = load_run(tmp_path / "run")
-    x = torch.randn(4, 3, 12, 12)
+    x = torch.randn(4, 1, 12, 12)  # digits: one channel
     with torch.no_grad():
         emb = run.model.embed_features(run.model.features(x)).numpy()
     assert run.clusterer.predict(run.pca.transform(emb)).shape == (4,)
