@@ -83,7 +83,8 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--feat-dim", type=int, help="feature layer width (default 512)")
     g.add_argument("--sobel", action=argparse.BooleanOptionalAction, default=None,
                    help="grayscale+Sobel input filter (default off)")
-    g.add_argument("--pool", choices=POOLS, help="pooling (default max)")
+    g.add_argument("--pool", choices=POOLS,
+                   help="avg (default; converts exactly to spiking neurons) or max")
     g.add_argument("--activation", choices=ACTIVATIONS,
                    help="relu (default) or qcfs: quantised, converts to spiking neurons in "
                         "few steps (docs/conversion.md)")
