@@ -101,8 +101,8 @@ def main() -> None:
     stdp_kw = dict(s.split("=", 1) for s in args.stdp)
     stdp_kw = {key: parse_value(value) for key, value in stdp_kw.items()}
     methods: dict[str, Callable[[int, int], Clusterer]] = {
-        "kmeans": lambda k, seed: KMeansClustering(k, seed=seed),
-        "stdp": lambda k, seed: STDPClustering(k, seed=seed, **stdp_kw),
+        "kmeans": lambda k, seed: KMeansClustering(k, random_state=seed),
+        "stdp": lambda k, seed: STDPClustering(k, random_state=seed, **stdp_kw),
     }
     print(f"mean +- std over {args.seeds} seeds; STDP options {stdp_kw or 'default'}")
     print(f"{'dataset':17s} {'method':6s} {'ACC':>11s} {'NMI':>11s} {'ARI':>11s} "
