@@ -320,3 +320,44 @@ def test_to_float_tensor_and_normalize() -> None:
     assert torch.allclose(z.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
     with pytest.raises(DeepSTDPError):
         data.to_float_tensor(images.astype(np.float32))
+
+
+@pytest.mark.parametrize("size", [None, 8, 12])
+def test_image_tensor_indexes_like_the_converted_set(size) -> None:
+    """Batches converted on access are bit for bit the rows of the whole set converted at once,
+    for every index the loop and the conversion tools use."""
+    images = np.random.default_rng(1).integers(0, 256, (40, 16, 16, 3), dtype=np.uint8)
+    mean, std = data.channel_stats(images)
+    full = data.normalize(data.to_float_tensor(images, size), mean, std)
+    lazy = data.ImageTensor(images, mean, std, size)
+    assert lazy.shape == full.shape and len(lazy) == 40 and lazy.dtype == full.dtype
+    perm = torch.randperm(40, generator=torch.Generator().manual_seed(0))
+    for index in (slice(None), slice(5, 17), slice(None, None, 7), perm[:13], perm.numpy(), 3):
+        got = lazy[index]
+        assert got.dtype == torch.float32 and torch.equal(got, full[index])
+    assert torch.equal(lazy[::7][:2], full[::7][:2])
+
+
+def test_image_tensor_holds_the_uint8_images_only() -> None:
+    images = np.zeros((5, 8, 8, 1), dtype=np.uint8)
+    lazy = data.ImageTensor(images, torch.zeros(1), torch.ones(1), 4)
+    assert lazy.images is images and lazy.shape == (5, 1, 4, 4)
+    with pytest.raises(DeepSTDPError, match="uint8"):
+        data.ImageTensor(images.astype(np.float32), torch.zeros(1), torch.ones(1))
+
+
+def test_features_of_an_image_tensor_equal_those_of_the_converted_set() -> None:
+    from deepstdp.models import ConvNet
+    from deepstdp.training import extract_features
+
+    images = np.random.default_rng(2).integers(0, 256, (37, 16, 16, 3), dtype=np.uint8)
+    mean, std = data.channel_stats(images)
+    torch.manual_seed(0)
+    model = ConvNet(3, 5, widths="8,M,16,M", feat_dim=24, sobel=False)
+    lazy = extract_features(model, data.ImageTensor(images, mean, std, 8), False, batch=16)
+    full = data.normalize(data.to_float_tensor(images, 8), mean, std)
+    assert lazy.shape == (37, 24) and lazy.dtype == np.float32
+    np.testing.assert_array_equal(lazy, extract_features(model, full, False, batch=16))
+    # One batch of all 37 may take other kernels: equal up to rounding, rows in place.
+    want = model.eval().features(full).detach().numpy()
+    np.testing.assert_allclose(lazy, want, rtol=1e-4, atol=1e-5)

@@ -28,7 +28,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from deepstdp.util import DeepSTDPError, atomic_write
+from deepstdp.util import DeepSTDPError, SettingError, atomic_write
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 # The published MD5 and size of the official zip, as listed by the dataset's users.
@@ -101,15 +101,15 @@ def parse_classes(spec: str | int | list[str] | None) -> int | list[str]:
         spec = int(text) if text.lstrip("+-").isdigit() else [w.strip() for w in text.split(",")]
     if isinstance(spec, list):
         if not spec or "" in spec:
-            raise DeepSTDPError(f"bad --classes {','.join(spec)!r}: empty class name")
+            raise SettingError("classes", f"{','.join(spec)!r} has an empty class name")
         duplicates = sorted({w for w in spec if spec.count(w) > 1})
         if duplicates:
-            raise DeepSTDPError(f"bad --classes: {', '.join(duplicates)} given twice")
+            raise SettingError("classes", f"names {', '.join(duplicates)} twice")
         return spec
     if isinstance(spec, bool) or not isinstance(spec, int):
-        raise DeepSTDPError(f"bad --classes {spec!r}: expected a count or comma-separated wnids")
+        raise SettingError("classes", f"must be a count or comma-separated wnids, got {spec!r}")
     if spec <= 0:
-        raise DeepSTDPError(f"bad --classes {spec}: the class count must be positive")
+        raise SettingError("classes", f"count must be positive, got {spec}")
     return spec
 
 
@@ -365,7 +365,7 @@ def load_dataset(
     """Load a data set by its CLI name ("digits" or "tiny-imagenet")."""
     if name == "digits":
         if classes is not None and parse_classes(classes) != 10:
-            raise DeepSTDPError("digits always has its 10 classes: leave --classes out")
+            raise SettingError("classes", "must be left out: digits always has its 10 classes")
         return load_digits_set(split)
     if name == "tiny-imagenet":
         return load_tiny_imagenet(data_root, parse_classes(classes), split, cache_dir, progress)
@@ -418,3 +418,39 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
             f"normalize: {x.shape[1]} channels but {mean.shape[1]} means and {std.shape[1]} stds"
         )
     return (x - mean) / std
+
+
+class ImageTensor:
+    """uint8 (N, H, W, C) images read like the float32 tensor
+    `normalize(to_float_tensor(images, size), mean, std)`, converting only the rows indexed.
+
+    The loop reads images in batches (training steps, feature extraction), so the float copy of
+    a whole set need never exist: 4 bytes a pixel against 1, and converting 100,000 64x64
+    images at once peaked near 15 GiB (docs/pipeline.md, "Scaling"). Each row comes out bit for
+    bit as converting the whole set would give it.
+    """
+
+    def __init__(self, images: np.ndarray, mean: torch.Tensor, std: torch.Tensor,
+                 size: int | None = None):
+        if images.dtype != np.uint8 or images.ndim != 4:
+            raise DeepSTDPError(
+                f"expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}"
+            )
+        n, h, w, c = images.shape
+        self.images, self.mean, self.std, self.size = images, mean, std, size
+        self.shape = torch.Size((n, c, size or h, size or w))
+        self.dtype = torch.float32
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int | slice | np.ndarray | torch.Tensor) -> torch.Tensor:
+        """The indexed images as a normalised float32 (n, C, size, size) tensor (an int index
+        gives one (C, size, size) image), as indexing the converted set would."""
+        if isinstance(index, torch.Tensor):
+            index = index.numpy()
+        rows = self.images[index]
+        x = normalize(to_float_tensor(rows.reshape(-1, *rows.shape[-3:]), self.size),
+                      self.mean, self.std)
+        return x[0] if rows.ndim == 3 else x
+
