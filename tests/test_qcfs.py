@@ -1,6 +1,8 @@
 """QCFS (Bu et al. 2022): the activation is the quantised clipped ReLU, lambda learns, and the
 converted network reproduces it: exactly for one layer at T = L, closely for a deep one."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -67,18 +69,23 @@ def test_one_if_layer_equals_qcfs_at_T_equal_L():
     levels, lam = 8, 1.5
     torch.manual_seed(0)
     conv = Op("conv", "conv", torch.randn(4, 2, 3, 3) / 3, torch.randn(4) / 4, padding=(1, 1))
-    snn = SpikingNet([conv, Op("if", "if", threshold=lam)], (2, 6, 6),
+    snn = SpikingNet([conv, Op("if", "if", threshold=lam, levels=levels)], (2, 6, 6),
                      {"reset": "subtract", "v_init": 0.5})
     x = torch.randn(32, 2, 6, 6)
-    counts = snn.simulate(x, [levels], dtype=torch.float64).counts[levels]
+    res = snn.simulate(x, [3, levels], dtype=torch.float64)
     want = qcfs(conv.to(torch.float64)(x.double()), lam, levels)
-    assert torch.allclose(counts / levels * lam, want)
+    assert torch.allclose(res.counts[levels] / levels * lam, want)
+    assert torch.allclose(snn.features(res, levels), want)
+    # The membrane readout decodes the integrated input: exact at any T for a constant input,
+    # where 3 spike counts cannot express 9 levels.
+    assert torch.allclose(snn.features(res, 3, "membrane"), want)
+    assert not torch.allclose(snn.features(res, 3), want)
 
 
-def qcfs_net(pool: str, x: torch.Tensor) -> ConvNet:
+def qcfs_net(x: torch.Tensor) -> ConvNet:
     """A QCFS network with random BatchNorm whose lambdas are those the ReLU network of the same
     weights would get from threshold balancing (trained lambdas land on that scale)."""
-    model = random_net(pool, activation="qcfs", qcfs_levels=8)
+    model = random_net("avg", activation="qcfs", qcfs_levels=8)
     relu_ops = fold_network(model, x.shape[1:])  # lambdas not yet set: ReLUs
     layers = [m for m in model.modules() if isinstance(m, QCFS)]
     for layer, lam in zip(layers, relu_percentiles(relu_ops, x, 99.9), strict=True):
@@ -89,19 +96,28 @@ def qcfs_net(pool: str, x: torch.Tensor) -> ConvNet:
 
 def test_spiking_qcfs_network_matches_its_cnn():
     torch.manual_seed(1)
-    x = torch.randn(64, 1, 16, 16)
-    model = qcfs_net("avg", x)
+    x = torch.randn(64, 1, 8, 8)  # 8 -> 4 -> 2: the 2x2 grid before the head is the identity
+    model = qcfs_net(x)
     snn = convert(model, x)
-    assert [op.threshold for op in snn.ops if op.kind == "if" and "neurons" not in op.name] \
-        == [m.threshold.item() for m in model.modules() if isinstance(m, QCFS)]
+    layers = [m for m in model.modules() if isinstance(m, QCFS)]
+    # Every spiking layer is one of the CNN's QCFS layers: pooling comes before them, so no
+    # pooling neurons are needed.
+    assert [op.threshold for op in snn.ops if op.kind == "if"] == [
+        m.threshold.item() for m in layers]
     with torch.no_grad():
         a = model.features(x)
+        for layer in layers:  # the same network without quantisation: clipped ReLUs
+            layer.levels = 1 << 20
+        clipped = model.features(x)
     res = snn.simulate(x, [8, 256])
-    err = {t: float((res.counts[t] / t * snn.feature_threshold - a).abs().mean() / a.mean())
-           for t in (8, 256)}
-    # Measured 5.0% at T = L = 8 and 4.3% at T = 256, where the rates approach the clipped
-    # (unquantised) ReLU: the CNN's own quantisation error, 4.3% here.
-    assert err[8] < 0.08 and err[256] < 0.06
+
+    def error(t: int, want: torch.Tensor) -> float:
+        return float((res.counts[t] / t * snn.feature_threshold - want).abs().mean() / want.mean())
+
+    # At T = L = 8 the spiking network is the QCFS network (1.2% apart; the rest comes from
+    # uneven spike timing between layers). As T grows its rates approach the clipped ReLU
+    # network's activations (0.2% apart at T = 256), 6.2% from the QCFS network's.
+    assert error(8, a) < 0.03 and error(256, clipped) < 0.01
 
 
 def test_qcfs_settings_are_validated():
@@ -110,7 +126,27 @@ def test_qcfs_settings_are_validated():
     with pytest.raises(DeepSTDPError, match="qcfs_levels"):
         TrainConfig(activation="qcfs", qcfs_levels=0).validate()
     model = ConvNet(1, 5, widths="4,M", feat_dim=8, activation="qcfs")
-    model.body[2].threshold.data.fill_(-1.0)
-    model.body[2].initialised.fill_(True)
-    with pytest.raises(DeepSTDPError, match=r"body\.2 \(QCFS\).*not positive"):
+    layer = next(m for m in model.modules() if isinstance(m, QCFS))
+    layer.threshold.data.fill_(-1.0)
+    layer.initialised.fill_(True)
+    with pytest.raises(DeepSTDPError, match=r"body\.\d \(QCFS\).*not positive"):
         convert(model, torch.randn(4, 1, 8, 8))
+
+
+def test_trained_qcfs_run_converts_at_few_steps(tmp_path):
+    from test_conversion import TINY
+
+    from deepstdp.cli import main
+    from deepstdp.training import train
+
+    run = tmp_path / "run"
+    # 8 -> 4 -> 2: every spiking layer is a QCFS (no pooling before the head)
+    cfg = TrainConfig(**{**TINY, "pool": "avg", "activation": "qcfs", "image_size": 8})
+    train(cfg, run, quiet=True)
+    assert main(["evaluate", str(run), "--spiking", "--timesteps", "8", "--limit", "300",
+                 "--threads", "1", "--quiet"]) == 0
+    row = json.loads((run / "spiking.json").read_text())[0]
+    # Measured after this single epoch: agreement 0.907 / 0.877 at T = L = 8, ACC 0.687 against
+    # the CNN's 0.680; a barely trained network has many images near a cluster boundary.
+    assert row["agreement"] >= 0.85 and row["val_agreement"] >= 0.85
+    assert abs(row["acc"] - row["ann_acc"]) <= 0.03

@@ -286,7 +286,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     steps = parse_timesteps(args.timesteps) if args.spiking else None
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
-                       threads=args.threads, progress=not args.quiet)
+                       threads=args.threads, progress=not args.quiet, readout=args.readout)
     print(format_rows(res["ann"], res["rows"]))
     if steps:
         print(f"wrote {args.run_dir}/spiking.json, spiking.md and spiking.png")
@@ -337,6 +337,9 @@ def add_conversion_parsers(sub: Any) -> None:
                         "write spiking.json, spiking.md and spiking.png")
     e.add_argument("--timesteps", default="16,32,64,128,256",
                    help="simulation lengths T, all in one run (default 16,32,64,128,256)")
+    e.add_argument("--readout", choices=("count", "membrane"), default="count",
+                   help="features from the feature layer's spike counts (default) or from the "
+                        "input it integrated (docs/conversion.md)")
     e.add_argument("--limit", type=int, help="images per split, spread evenly (default all)")
     e.add_argument("--batch", type=int, default=256, help="images simulated at once")
     e.add_argument("--threads", type=int, help="default: all cores")

@@ -119,7 +119,8 @@ def _fold_module(name: str, m: nn.Module, bn: nn.Module | None,
                                 f"{float(m.threshold):.4g}, not positive")
         return Op("qcfs", name, threshold=float(m.threshold), levels=m.levels)
     if isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.MaxPool2d):
-        return _pool_op(name, m, map_size)
+        op = _pool_op(name, m, map_size)
+        return None if op.kernel == (1, 1) == op.stride else op  # the identity
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise DeepSTDPError(f"layer {name} ({m}) cannot be converted: only Flatten(1, -1)")
@@ -214,7 +215,7 @@ def convert(model: ConvNet, x_calib: torch.Tensor, percentile: float = 99.9,
     for i, op in enumerate(ops):
         if op.kind in NONLINEAR:
             scale, spikes = next(lambdas) if op.kind == "relu" else op.threshold, True
-            out.append(Op("if", op.name, threshold=scale))
+            out.append(Op("if", op.name, threshold=scale, levels=op.levels))
         elif op.kind in WEIGHTED:
             out.append(dataclasses.replace(op, weight=op.weight * scale))
             scale, spikes = 1.0, False

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deepstdp.conversion import load_spiking, spread
 from deepstdp.metrics import cluster_metrics
-from deepstdp.spiking import PJ_PER_AC, PJ_PER_MAC, SpikingNet
+from deepstdp.spiking import PJ_PER_AC, PJ_PER_MAC, READOUTS, SpikingNet
 from deepstdp.threads import pinned
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
 
@@ -34,9 +34,10 @@ def parse_timesteps(text: str) -> list[int]:
 
 
 def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
-                     batch: int = 256, progress: bool = False, desc: str = "spiking"
+                     batch: int = 256, progress: bool = False, desc: str = "spiking",
+                     readout: str = "count"
                      ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, float]]:
-    """Feature rates scaled back to activations (count / T * threshold), and the mean SOPs and
+    """Feature activations decoded by `readout` (SpikingNet.features), and the mean SOPs and
     simulation seconds per image, at each T."""
     feats: dict[int, list[torch.Tensor]] = {t: [] for t in timesteps}
     sops = {t: 0.0 for t in timesteps}
@@ -44,7 +45,7 @@ def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
     for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
         res = snn.simulate(x[i:i + batch], timesteps)
         for t in timesteps:
-            feats[t].append(res.counts[t] / t * snn.feature_threshold)
+            feats[t].append(snn.features(res, t, readout))
             sops[t] += float(res.sops[t].sum())
             seconds[t] += res.seconds[t]
     return ({t: torch.cat(f).float().numpy() for t, f in feats.items()},
@@ -54,7 +55,7 @@ def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
 
 def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                  limit: int | None = None, batch: int = 256, threads: int | None = None,
-                 progress: bool = False) -> dict[str, Any]:
+                 progress: bool = False, readout: str = "count") -> dict[str, Any]:
     """The CNN pipeline's metrics and, with `timesteps`, the spiking pipeline's at each T.
 
     With timesteps, writes RUN_DIR/spiking.json (one object per T), spiking.md (the table) and
@@ -67,6 +68,8 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         raise DeepSTDPError(f"limit must be at least 1 image, got {limit}")
     if batch < 1:
         raise DeepSTDPError(f"batch must be at least 1, got {batch}")
+    if readout not in READOUTS:
+        raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
     with pinned(threads) as n_threads:
         run = load_run(run_dir)
         data = Data(run.config, progress)
@@ -86,8 +89,8 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
             return {"ann": ann, "rows": []}
         snn = load_spiking(run_dir, progress)
         for name, split in splits.items():
-            split.simulate(snn, timesteps, batch, progress, name)
-        rows = [{"timesteps": t, **_spiking_metrics(splits, t, cluster),
+            split.simulate(snn, timesteps, batch, progress, name, readout)
+        rows = [{"timesteps": t, "readout": readout, **_spiking_metrics(splits, t, cluster),
                  **snn.costs(_per_image(splits, "sops", t), t),
                  "seconds_per_image": _per_image(splits, "seconds", t), "threads": n_threads,
                  **{f"ann_{m}": v for m, v in ann.items()},
@@ -110,9 +113,9 @@ class Split:
     seconds: dict[int, float] = field(default_factory=dict)
 
     def simulate(self, snn: SpikingNet, timesteps: Sequence[int], batch: int, progress: bool,
-                 name: str) -> None:
+                 name: str, readout: str) -> None:
         self.features, self.sops, self.seconds = spiking_features(
-            snn, self.x, timesteps, batch, progress, f"spiking {name}")
+            snn, self.x, timesteps, batch, progress, f"spiking {name}", readout)
 
 
 def _spiking_metrics(splits: dict[str, Split], t: int,

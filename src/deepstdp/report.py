@@ -169,6 +169,9 @@ def plot_spiking(rows: list[dict[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
+READOUT_NAMES = {"count": "spike counts", "membrane": "integrated input"}
+
+
 def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_mac: float,
                      pj_per_ac: float) -> str:
     """spiking.md: the CNN, then per T the spiking pipeline's metrics, agreement and costs."""
@@ -178,7 +181,8 @@ def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_m
     lines = [
         "# Spiking evaluation", "",
         f"{first['images_train']} train and {first['images_val']} val images; simulated on "
-        f"{first['threads']} thread(s). CNN: {first['macs_per_image'] / 1e6:.2f} M MACs per "
+        f"{first['threads']} thread(s); features read out from the feature layer's "
+        f"{READOUT_NAMES[first['readout']]}. CNN: {first['macs_per_image'] / 1e6:.2f} M MACs per "
         f"image ({first['input_macs_per_image'] / 1e6:.2f} M in the analog input stage). "
         f"Energy at 45 nm (Horowitz, ISSCC 2014): {pj_per_mac} pJ per MAC, {pj_per_ac} pJ per "
         "accumulate; the SNN's includes its analog stage and one add per step for each neuron "

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from deepstdp.activations import qcfs
+from deepstdp.util import DeepSTDPError
 
 PJ_PER_MAC = 4.6
 """Energy of a 32-bit float multiply-accumulate at 45 nm (Horowitz, "Computing's energy
@@ -27,6 +28,7 @@ problem", ISSCC 2014: 3.7 pJ multiply + 0.9 pJ add): what the CNN pays per synap
 PJ_PER_AC = 0.9
 """Energy of a 32-bit float add at 45 nm (Horowitz 2014): what a spike pays per synapse."""
 WEIGHTED = ("conv", "linear")
+READOUTS = ("count", "membrane")
 SPIKING = ("if", "maxgate")
 """Ops that emit spikes: IF layers, and the max-pooling gate, which routes the spikes of the IF
 layer before it."""
@@ -51,7 +53,7 @@ class Op:
     threshold: float = 0.0
     """IF threshold; for qcfs, its trained lambda."""
     levels: int = 0
-    """qcfs's quantisation levels."""
+    """qcfs's quantisation levels; for an IF layer made from a QCFS, the QCFS's."""
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """The ANN ops; `maxgate` gives only its output's shape here (it is simulated apart)."""
@@ -101,6 +103,9 @@ class SimResult:
 
     counts: dict[int, torch.Tensor]
     """(images, features) spike counts of the feature layer after T steps."""
+    charge: dict[int, torch.Tensor]
+    """(images, features) input the feature layer integrated in T steps (its membrane potential
+    plus the charge its spikes took away, less the starting potential)."""
     sops: dict[int, torch.Tensor]
     """(images,) synaptic operations (accumulates caused by spikes) in the first T steps."""
     seconds: dict[int, float]
@@ -130,6 +135,24 @@ class SpikingNet:
     @property
     def feature_threshold(self) -> float:
         return self.stages[-1][0].threshold
+
+    def features(self, result: SimResult, t: int, readout: str = "count") -> torch.Tensor:
+        """The feature layer's activations decoded after T = t steps.
+
+        'count': spike count / T * threshold, the rate code. 'membrane': the input it integrated,
+        / T, through the layer's own activation (QCFS if it was one, else clipped at the
+        threshold, where the count saturates); the potential left below threshold is no longer
+        lost, which matters at small T.
+        """
+        op = self.stages[-1][0]
+        if readout == "count":
+            return result.counts[t] / t * op.threshold
+        if readout == "membrane":
+            mean = result.charge[t] / t
+            if op.levels:
+                return qcfs(mean, op.threshold, op.levels)
+            return mean.clamp(0, op.threshold)
+        raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
 
     def _shapes(self) -> list[tuple[int, ...]]:
         """Shape (without batch) of each op's output."""
@@ -200,21 +223,22 @@ class SpikingNet:
         stages = [(op, [p.to(dtype) for p in post], fan.to(dtype).flatten())
                   for (op, post), fan in zip(self.stages, self.fanouts, strict=True)]
         current = run_ops([op.to(dtype) for op in self.analog], x.to(dtype))
-        # Membranes, and the input integrated so far by each IF layer that feeds a gate.
+        # Membranes, and the input integrated so far by each IF layer that feeds a gate or is
+        # read out.
         state: list[torch.Tensor | None] = [None] * len(stages)
         charge: list[torch.Tensor | None] = [None] * len(stages)
-        gated = [k + 1 < len(stages) and stages[k + 1][0].kind == "maxgate"
-                 for k in range(len(stages))]
+        integrates = [k + 1 == len(stages) or stages[k + 1][0].kind == "maxgate"
+                      for k in range(len(stages))]
         counts = torch.zeros(len(x), *self.shapes[-1], dtype=dtype)
         sops = torch.zeros(len(x), dtype=torch.float64)
-        result = SimResult({}, {}, {})
+        result = SimResult({}, {}, {}, {})
         for t in range(1, max(marks) + 1):
             inp = current
             for k, (op, post, fan) in enumerate(stages):
                 if op.kind == "maxgate":  # fed by IF layer k - 1, whose charge decides
                     s = max_gate(charge[k - 1], inp, op)
                 else:
-                    if gated[k]:
+                    if integrates[k]:
                         charge[k] = inp if charge[k] is None else charge[k] + inp
                     s = self._fire(k, op.threshold, inp, state)
                 if post:
@@ -223,6 +247,7 @@ class SpikingNet:
             counts += s
             if t in marks:
                 result.counts[t] = counts.clone()
+                result.charge[t] = charge[-1].clone()
                 result.sops[t] = sops.clone()
                 result.seconds[t] = time.perf_counter() - start
         return result
