@@ -55,7 +55,7 @@ def test_iso_accuracy_not_reached_is_null(tmp_path):
     [
         (["--seeds", "0,x"], "bad --seeds list"),
         (["--seeds", "1,1"], "without repeats"),
-        (["--clusterers", "kmeans,dbscan"], "unknown clusterer 'dbscan'"),
+        (["--clusterers", "kmeans,dbscan"], "--clusterer 'dbscan' is unknown"),
         (["--jobs", "0"], "--jobs must be at least 1"),
     ],
 )
@@ -75,6 +75,6 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     for name in ("report.md", "curves.png", "clusters.png", "confusion.png"):
         assert (out / name).stat().st_size > 0
     assert main(["compare", "--out", str(out), *small]) == 2
-    assert "--resume" in capsys.readouterr().err
+    assert "already holds a comparison; resume it" in capsys.readouterr().err
     assert main(["compare", "--out", str(out), "--resume", *small]) == 0  # nothing left to run
     assert "already complete" in capsys.readouterr().out
