@@ -15,6 +15,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -306,6 +307,37 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
                     log.close()
 
 
+@dataclass
+class LoopState:
+    """What each epoch hands the next: fresh at the start, or restored from a checkpoint."""
+
+    bf16: bool
+    start: int = 0
+    clusterings: Clusterings | None = None
+    pca: PCAWhitening | None = None
+    labels: np.ndarray | None = None
+    targets: Targets | None = None
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _restored(cfg: TrainConfig, run: RunDir, ck: dict[str, Any], model: ConvNet,
+              optimizer: torch.optim.Optimizer, k: int, k_train: int) -> LoopState:
+    """The loop's state after the checkpoint's epoch; the model and optimiser in place."""
+    model.load_body(ck["model"])
+    optimizer.load_state_dict(ck["optimizer"])
+    clusterings = make_clusterings(cfg, k, k_train, 0)
+    clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
+    clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
+    rows = run.checkpoint_rows(ck)
+    run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
+    return LoopState(
+        bf16=ck["bf16"],  # a resumed run keeps the precision it started with
+        start=ck["epoch"] + 1, clusterings=clusterings,
+        pca=PCAWhitening.from_state_dict(ck["pca"]), labels=np.asarray(ck["labels"]),
+        targets=Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"])),
+        rows=rows)
+
+
 def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_train: int,
            ck: dict[str, Any] | None, log: TensorBoardLog | None,
            progress: bool) -> list[dict[str, Any]]:
@@ -316,31 +348,16 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
                                 weight_decay=cfg.weight_decay)
     aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
     kind = kind_of(cfg.clusterer)
-    clusterings: Clusterings | None = None
-    pca: PCAWhitening | None = None
-    labels: np.ndarray | None = None
-    targets: Targets | None = None
-    rows: list[dict[str, Any]] = []
-    start = 0
     if ck is not None:
-        model.load_body(ck["model"])
-        optimizer.load_state_dict(ck["optimizer"])
-        labels = np.asarray(ck["labels"])
-        targets = Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"]))
-        pca = PCAWhitening.from_state_dict(ck["pca"])
-        clusterings = make_clusterings(cfg, k, k_train, 0)
-        clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
-        clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
-        start = ck["epoch"] + 1
-        bf16 = ck["bf16"]  # a resumed run keeps the precision it started with
-        rows = run.checkpoint_rows(ck)
-        run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
+        state = _restored(cfg, run, ck, model, optimizer, k, k_train)
         if progress:
             print(f"resuming {run.path} after epoch {ck['epoch']}")
     else:
-        bf16 = use_bf16(cfg.precision, model, data.x_train[:cfg.batch_size * cfg.views])
+        state = LoopState(use_bf16(cfg.precision, model, data.x_train[:cfg.batch_size * cfg.views]))
+    bf16, rows, labels = state.bf16, state.rows, state.labels
+    clusterings, pca, targets = state.clusterings, state.pca, state.targets
 
-    for epoch in range(start, cfg.epochs + 1):
+    for epoch in range(state.start, cfg.epochs + 1):
         t0 = time.perf_counter()
         loss = None
         if epoch > 0:
