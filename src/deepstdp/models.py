@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from deepstdp.activations import make_activation
-from deepstdp.util import DeepSTDPError
+from deepstdp.util import DeepSTDPError, SettingError
 
 if TYPE_CHECKING:
     from deepstdp.config import TrainConfig
@@ -28,9 +28,9 @@ def parse_widths(spec: str) -> list[int | str]:
         elif tok.isdigit() and int(tok) > 0:
             out.append(int(tok))
         else:
-            raise DeepSTDPError(f"bad --widths entry {tok!r}: use positive integers and 'M'")
+            raise SettingError("widths", f"entry {tok!r} is neither a positive integer nor 'M'")
     if not any(isinstance(t, int) for t in out):
-        raise DeepSTDPError("--widths needs at least one convolution width")
+        raise SettingError("widths", "needs at least one convolution width")
     return out
 
 

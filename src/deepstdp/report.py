@@ -91,9 +91,14 @@ def plot_confusion(matrix: Any, class_names: list[str], path: str | Path, title:
         ax.text(j, i, str(v), ha="center", va="center", fontsize=6)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
     ax.set_xlabel("cluster")
+    ax.set_ylabel("true class")
     ax.set_title(title, fontsize=9)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _fmt(s: dict[str, float]) -> str:
@@ -111,7 +116,8 @@ def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
             ("val k-NN at epoch 0", "epoch0_knn_acc")]
     lines = [
         "# Deep-STDP against DeepCluster (k-means)", "",
-        f"{summary['epochs']} epochs, seeds {summary['seeds']}; mean ± std over seeds.", "",
+        f"{plural(summary['epochs'], 'epoch')}, seeds {summary['seeds']}; mean ± std over "
+        "seeds.", "",
         "| metric | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
