@@ -129,8 +129,9 @@ def quality(args: argparse.Namespace) -> None:
     digits = load_digits()
     sets = {"digits-pca32": (digits.data, digits.target)}
     if args.run:
+        from deepstdp.features import embed, extract_features
         from deepstdp.rundir import load_run
-        from deepstdp.training import Data, embed, extract_features
+        from deepstdp.training import Data
 
         run = load_run(args.run)
         data = Data(run.config, progress=False)

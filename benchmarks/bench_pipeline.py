@@ -16,8 +16,9 @@ import torch
 
 from deepstdp.augment import random_resized_crop_flip
 from deepstdp.config import TrainConfig
+from deepstdp.features import autocast, extract_features, native_bf16
 from deepstdp.models import ConvNet
-from deepstdp.training import Data, autocast, extract_features, native_bf16, train
+from deepstdp.training import Data, train
 
 
 def throughput(cfg: TrainConfig, data: Data, bf16: bool, n: int = 1024) -> tuple[float, float]:

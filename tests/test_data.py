@@ -347,8 +347,8 @@ def test_image_tensor_holds_the_uint8_images_only() -> None:
 
 
 def test_features_of_an_image_tensor_equal_those_of_the_converted_set() -> None:
+    from deepstdp.features import extract_features
     from deepstdp.models import ConvNet
-    from deepstdp.training import extract_features
 
     images = np.random.default_rng(2).integers(0, 256, (37, 16, 16, 3), dtype=np.uint8)
     mean, std = data.channel_stats(images)

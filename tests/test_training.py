@@ -135,8 +135,8 @@ def test_reset_head_sinkhorn_and_shuffle_options_run_and_balance(tmp_path):
 def test_precision_auto_is_a_measured_choice():
     import torch
 
+    from deepstdp.features import native_bf16, use_bf16
     from deepstdp.models import ConvNet
-    from deepstdp.training import native_bf16, use_bf16
 
     model = ConvNet(3, 4, widths="8,M", feat_dim=16, sobel=False, proj_dim=8)
     x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))

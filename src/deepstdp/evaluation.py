@@ -61,8 +61,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     With timesteps, writes RUN_DIR/spiking.json (one object per T), spiking.md (the table) and
     spiking.png. Returns {"ann": metrics, "rows": [per-T objects]}.
     """
+    from deepstdp.features import embed, extract_features
     from deepstdp.rundir import load_run
-    from deepstdp.training import Data, embed, extract_features
+    from deepstdp.training import Data
 
     if limit is not None and limit < 1:
         raise DeepSTDPError(f"limit must be at least 1 image, got {limit}")
@@ -81,8 +82,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         for name, x, y in (("train", data.x_train, data.train.labels),
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
-            splits[name] = Split(x[idx], y[idx.numpy()],
-                                 cluster(extract_features(run.model, x[idx], bf16=False)))
+            # In the run's own precision, so that the CNN's metrics are metrics.jsonl's.
+            splits[name] = Split(x[idx], y[idx.numpy()], cluster(extract_features(
+                run.model, x[idx], bf16=bool(run.checkpoint.get("bf16", False)))))
         ann = {f"{p}{m}": v for name, p in SPLITS
                for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
         if not timesteps:

@@ -10,11 +10,8 @@ from a checkpoint continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -29,6 +26,7 @@ from deepstdp.augment import Augmentation
 from deepstdp.clustering import Clusterer, PCAWhitening
 from deepstdp.config import TrainConfig
 from deepstdp.data import ImageSet, ImageTensor, channel_stats, load_dataset
+from deepstdp.features import autocast, embed, extract_features, use_bf16
 from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
@@ -43,46 +41,6 @@ from deepstdp.util import DeepSTDPError, SettingError
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
     """Independent 63-bit seeds per (run seed, epoch, purpose)."""
     return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(2, np.uint64)[0] >> 1)
-
-
-def native_bf16() -> bool:
-    """True where the CPU computes bf16 natively (AMX or AVX512-BF16), not by emulation."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def _step_seconds(model: ConvNet, x: torch.Tensor, bf16: bool, steps: int = 3) -> float:
-    """Seconds per training step of a throw-away copy of `model` on the batch `x`."""
-    model = copy.deepcopy(model).train()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    y = torch.zeros(len(x), dtype=torch.int64)
-    x = x.contiguous(memory_format=torch.channels_last)
-    for i in range(steps + 1):  # the first step builds oneDNN's kernels: not timed
-        if i == 1:
-            t = time.perf_counter()
-        with autocast(bf16):
-            loss = nn.functional.cross_entropy(model(x).float(), y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    return (time.perf_counter() - t) / steps
-
-
-def use_bf16(precision: str, model: ConvNet, x: torch.Tensor) -> bool:
-    """bf16 as asked; for 'auto', only where the CPU reports native bf16 *and* a few timed
-    training steps of this network on the batch `x` run at least 10% faster in it.
-
-    The flag alone misleads: an AMD EPYC with AVX512-BF16 trained 2x faster in bf16, while a
-    Xeon reporting AVX512-BF16 (no AMX) trained 32x32 images 3.7x slower (docs/pipeline.md).
-    """
-    if precision != "auto":
-        return precision == "bf16"
-    if not native_bf16():
-        return False
-    return _step_seconds(model, x, True) < 0.9 * _step_seconds(model, x, False)
 
 
 def k_train_of(cfg: TrainConfig, k: int) -> int:
@@ -120,39 +78,6 @@ class Data:
         self.x_train = ImageTensor(self.train.images, mean, std, size)
         self.x_val = ImageTensor(self.val.images, mean, std, size)
         self.mean, self.std = mean, std
-
-
-@contextmanager
-def autocast(bf16: bool) -> Iterator[None]:
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-        yield
-
-
-@torch.no_grad()
-def extract_features(model: ConvNet, x: torch.Tensor | ImageTensor, bf16: bool,
-                     batch: int = 256, progress: bool = False,
-                     desc: str = "features") -> np.ndarray:
-    """float32 (N, feat_dim) features of the images `x`, written batch by batch into one array
-    (a list of batches joined at the end would hold the whole matrix twice)."""
-    model.eval()
-    out = None
-    for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
-        xb = x[i:i + batch].contiguous(memory_format=torch.channels_last)
-        with autocast(bf16):
-            f = model.features(xb).float()
-        if out is None:  # the width is known from the first batch
-            out = np.empty((len(x), f.shape[1]), dtype=np.float32)
-        out[i:i + len(f)] = f.numpy()
-    if out is None:
-        raise DeepSTDPError("no images to extract features from")
-    return out
-
-
-@torch.no_grad()
-def embed(model: ConvNet, features: np.ndarray) -> np.ndarray:
-    """What the clusterer sees: the network's embedding of extracted features."""
-    model.eval()
-    return model.embed_features(torch.from_numpy(features)).numpy()
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
