@@ -30,18 +30,16 @@ from deepstdp.augment import Augmentation
 from deepstdp.clustering import PCAWhitening
 from deepstdp.config import TrainConfig
 from deepstdp.data import load_dataset
+from deepstdp.features import embed, extract_features, use_bf16
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.training import (
     Data,
-    embed,
-    extract_features,
     k_train_of,
     make_clusterings,
     make_targets,
     train,
     train_epoch,
-    use_bf16,
 )
 
 GIB = 2**30
