@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -166,8 +167,6 @@ def phases(cfg: TrainConfig) -> None:
 
 
 def _peak_gib() -> float:
-    import resource
-
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
 
 
