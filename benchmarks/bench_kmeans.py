@@ -135,7 +135,7 @@ def quality(args: argparse.Namespace) -> None:
 
         run = load_run(args.run)
         data = Data(run.config, progress=False)
-        emb = embed(run.model, extract_features(run.model, data.x_train, bf16=False))
+        emb = embed(run.model, extract_features(run.model, data.x_train))
         sets[args.run] = (emb, data.train.labels)
     for name, (x, y) in sets.items():
         z = PCAWhitening(32).fit_transform(x)

@@ -31,7 +31,8 @@ from deepstdp.augment import Augmentation
 from deepstdp.clustering import PCAWhitening
 from deepstdp.config import TrainConfig
 from deepstdp.data import load_dataset
-from deepstdp.features import embed, extract_features, use_bf16
+from deepstdp.devices import choose
+from deepstdp.features import embed, extract_features
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.training import (
@@ -137,9 +138,10 @@ def phases(cfg: TrainConfig) -> None:
     model = ConvNet.from_config(cfg, data.x_train.shape[1], k_train).to(
         memory_format=torch.channels_last)
     with measured("precision check", peaks):
-        bf16 = use_bf16(cfg.precision, model, data.x_train[:cfg.batch_size * cfg.views])
+        compute = choose(cfg.precision, torch.device("cpu"), model,
+                         data.x_train[:cfg.batch_size * cfg.views])
     with measured("features, train", peaks):
-        feats = extract_features(model, data.x_train, bf16)
+        feats = extract_features(model, data.x_train, compute)
     with measured("embed", peaks):
         emb = embed(model, feats)
     with measured("PCA fit + transform", peaks):
@@ -152,7 +154,7 @@ def phases(cfg: TrainConfig) -> None:
     with measured("targets (centroids)", peaks):
         targets = make_targets(cfg, emb, clusterings.targets.labels_, k_train)
     with measured("features, val", peaks):
-        f_val = extract_features(model, data.x_val, bf16)
+        f_val = extract_features(model, data.x_val, compute)
     args = (feats, data.train.labels, f_val, data.val.labels)
     with measured("k-NN probe", peaks):
         knn_accuracy(*args, k=cfg.knn_k)
@@ -162,7 +164,7 @@ def phases(cfg: TrainConfig) -> None:
     optimizer = torch.optim.SGD(body, lr=cfg.lr, momentum=cfg.momentum)
     aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
     with measured("train epoch 1 (augmented views)", peaks):
-        train_epoch(model, optimizer, data.x_train, targets, cfg, 1, bf16, aug, False)
+        train_epoch(model, optimizer, data.x_train, targets, cfg, 1, compute, aug, False)
     print(f"process peak (largest phase peak): {max(peaks):.2f} GiB")
 
 
@@ -179,7 +181,7 @@ def epoch(cfg: TrainConfig) -> None:
     for row in rows:
         parts = {p: row[f"time_{p}"] for p in ("train", "features", "cluster", "eval")}
         print(f"epoch {row['epoch']}: {sum(parts.values()):.1f} s "
-              f"({', '.join(f'{p} {s:.1f}' for p, s in parts.items())}), bf16 {row['bf16']}, "
+              f"({', '.join(f'{p} {s:.1f}' for p, s in parts.items())}), {row['precision']}, "
               f"ACC {row['acc']:.3f}, k-NN {row['knn_acc']:.3f}, probe {row['probe_acc']:.3f}")
     print(f"wall {wall:.0f} s, peak resident memory (ru_maxrss) {_peak_gib():.2f} GiB")
 

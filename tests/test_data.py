@@ -354,10 +354,10 @@ def test_features_of_an_image_tensor_equal_those_of_the_converted_set() -> None:
     mean, std = data.channel_stats(images)
     torch.manual_seed(0)
     model = ConvNet(3, 5, widths="8,M,16,M", feat_dim=24, sobel=False)
-    lazy = extract_features(model, data.ImageTensor(images, mean, std, 8), False, batch=16)
+    lazy = extract_features(model, data.ImageTensor(images, mean, std, 8), batch=16)
     full = data.normalize(data.to_float_tensor(images, 8), mean, std)
     assert lazy.shape == (37, 24) and lazy.dtype == np.float32
-    np.testing.assert_array_equal(lazy, extract_features(model, full, False, batch=16))
+    np.testing.assert_array_equal(lazy, extract_features(model, full, batch=16))
     # One batch of all 37 may take other kernels: equal up to rounding, rows in place.
     want = model.eval().features(full).detach().numpy()
     np.testing.assert_allclose(lazy, want, rtol=1e-4, atol=1e-5)

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from deepstdp.config import TrainConfig
 from deepstdp.training import train
@@ -135,13 +136,18 @@ def test_reset_head_sinkhorn_and_shuffle_options_run_and_balance(tmp_path):
 def test_precision_auto_is_a_measured_choice():
     import torch
 
-    from deepstdp.features import native_bf16, use_bf16
+    from deepstdp.devices import choose, native_bf16
     from deepstdp.models import ConvNet
+    from deepstdp.util import SettingError
 
+    cpu = torch.device("cpu")
     model = ConvNet(3, 4, widths="8,M", feat_dim=16, sobel=False, proj_dim=8)
     x = torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(0))
-    assert use_bf16("bf16", model, x) and not use_bf16("fp32", model, x)
+    assert choose("bf16", cpu, model, x).precision == "bf16"
+    assert choose("fp32", cpu, model, x).precision == "fp32"
+    with pytest.raises(SettingError, match="fp16 needs a CUDA or MPS device"):
+        choose("fp16", cpu, model, x)
     before = [p.clone() for p in model.parameters()]
-    choice = use_bf16("auto", model, x)
-    assert choice in (True, False) and (native_bf16() or not choice)
+    choice = choose("auto", cpu, model, x).precision
+    assert choice in ("bf16", "fp32") and (native_bf16() or choice == "fp32")
     assert all((a == b).all() for a, b in zip(before, model.parameters(), strict=True))

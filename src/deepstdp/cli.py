@@ -74,7 +74,13 @@ def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--threads", type=int,
                    help="default: all cores; results are reproducible for a fixed seed and "
                         "thread count")
+    if loop:
+        g.add_argument("--device", help=DEVICE_HELP)
     g.add_argument("--config", help="JSON file of settings; command-line options override it")
+
+
+DEVICE_HELP = ("where the network runs: auto (default: a CUDA GPU if present, else the CPU), "
+               "cpu, cuda, cuda:N or mps")
 
 
 def add_network_args(p: argparse.ArgumentParser) -> None:
@@ -94,7 +100,9 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                         "(default 128)")
     g.add_argument("--dropout", type=float, help="before the feature layer (default 0)")
     g.add_argument("--precision", choices=PRECISIONS,
-                   help="default auto: bf16 where the CPU has native bf16 and it measures faster")
+                   help="default auto: on a CUDA GPU bf16 where supported, else fp16; on the CPU "
+                        "bf16 where the CPU has native bf16 and it measures faster; fp16 needs "
+                        "a GPU")
 
 
 def add_loop_args(p: argparse.ArgumentParser, g: Any) -> None:
@@ -286,7 +294,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     steps = parse_timesteps(args.timesteps) if args.spiking else None
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
-                       threads=args.threads, progress=not args.quiet, readout=args.readout)
+                       threads=args.threads, progress=not args.quiet, readout=args.readout,
+                       device=args.device)
     print(format_rows(res["ann"], res["rows"]))
     if steps:
         print(f"wrote {args.run_dir}/spiking.json, spiking.md and spiking.png")
@@ -343,6 +352,7 @@ def add_conversion_parsers(sub: Any) -> None:
     e.add_argument("--limit", type=int, help="images per split, spread evenly (default all)")
     e.add_argument("--batch", type=int, default=256, help="images simulated at once")
     e.add_argument("--threads", type=int, help="default: all cores")
+    e.add_argument("--device", default="auto", help=DEVICE_HELP)
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 

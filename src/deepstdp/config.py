@@ -21,7 +21,7 @@ BALANCES = ("none", "sinkhorn")
 SCHEDULES = ("cosine", "constant")
 ACTIVATIONS = ("relu", "qcfs")
 POOLS = ("max", "avg")
-PRECISIONS = ("auto", "bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CARRIES = ("continue", "fresh")
 KMEANS_BACKENDS = ("auto", "sklearn", "faiss")  # deepstdp.clustering.BACKENDS
 
@@ -150,9 +150,10 @@ class TrainConfig:
     """Width of the L2-normalised projection of the features that is clustered and trained
     against prototypes (DeepCluster-v2, SwAV); 0: cluster the features themselves."""
     precision: str = "auto"
-    """'bf16' autocast + channels_last, 'fp32', or 'auto': bf16 only where the CPU has native
-    bf16 (AMX or AVX512-BF16) and a few timed training steps run faster in it than in fp32
-    (docs/pipeline.md: 2x faster on one CPU with AVX512-BF16, 3.7x slower on another)."""
+    """Autocast precision: 'fp32', 'bf16', 'fp16' (GPU only, with loss scaling) or 'auto'. On
+    a CUDA GPU auto is bf16 where supported, else fp16; on the CPU, bf16 only where the CPU has
+    native bf16 (AMX or AVX512-BF16) and a few timed training steps run faster in it than in
+    fp32 (docs/pipeline.md: 2x faster on one CPU with AVX512-BF16, 3.7x slower on another)."""
 
     # Clustering
     clusterer: str = "kmeans"
@@ -228,6 +229,10 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     """torch/BLAS threads; None: all cores. Results are reproducible for a fixed count."""
+    device: str = "auto"
+    """Where the network runs: 'auto' (a CUDA GPU if torch sees one, else the CPU), 'cpu',
+    'cuda', 'cuda:N' or 'mps'. Clustering always runs on the CPU. A run may resume on another
+    device (its checkpoints hold CPU tensors)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.stdp, dict):  # from JSON, or TrainConfig(stdp={"time": 100})
@@ -245,6 +250,9 @@ class TrainConfig:
         from deepstdp.registry import kind_of
 
         kind_of(self.clusterer)
+        from deepstdp import devices
+
+        devices.check_precision(self.precision, devices.resolve(self.device))
         try:
             self.stdp.validate()
         except DeepSTDPError as e:

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 import warnings
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -381,7 +382,12 @@ def to_float_tensor(images: np.ndarray, size: int | None = None) -> torch.Tensor
         raise DeepSTDPError(
             f"expected uint8 images (N, H, W, C), got {images.dtype} {images.shape}"
         )
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float().div_(255)
+    return _to_float(torch.from_numpy(np.ascontiguousarray(images)), size)
+
+
+def _to_float(images: torch.Tensor, size: int | None) -> torch.Tensor:
+    """to_float_tensor of a uint8 tensor, on whatever device that tensor is."""
+    x = images.permute(0, 3, 1, 2).float().div_(255)
     if size is not None and x.shape[-2:] != (size, size):
         x = F.interpolate(
             x, size=(size, size), mode="bilinear", antialias=True, align_corners=False
@@ -447,10 +453,19 @@ class ImageTensor:
     def __getitem__(self, index: int | slice | np.ndarray | torch.Tensor) -> torch.Tensor:
         """The indexed images as a normalised float32 (n, C, size, size) tensor (an int index
         gives one (C, size, size) image), as indexing the converted set would."""
+        x = self.rows_on(index)
+        return x[0] if isinstance(index, int | np.integer) else x
+
+    def take(self, rows: slice) -> ImageTensor:
+        """The images `rows` as an ImageTensor too: a view, nothing converted or copied."""
+        return ImageTensor(self.images[rows], self.mean, self.std, self.size)
+
+    def rows_on(self, index: int | slice | np.ndarray | torch.Tensor,
+                put: Callable[[torch.Tensor], torch.Tensor] = lambda t: t) -> torch.Tensor:
+        """The indexed rows as a (n, C, size, size) batch, converted after `put` moved their
+        uint8 bytes (to a GPU, say): the same values on any device, up to its float rounding."""
         if isinstance(index, torch.Tensor):
             index = index.numpy()
         rows = self.images[index]
-        x = normalize(to_float_tensor(rows.reshape(-1, *rows.shape[-3:]), self.size),
-                      self.mean, self.std)
-        return x[0] if rows.ndim == 3 else x
-
+        rows = torch.from_numpy(np.ascontiguousarray(rows.reshape(-1, *rows.shape[-3:])))
+        return normalize(_to_float(put(rows), self.size), self.mean, self.std)

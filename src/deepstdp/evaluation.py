@@ -48,21 +48,24 @@ def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
             feats[t].append(snn.features(res, t, readout))
             sops[t] += float(res.sops[t].sum())
             seconds[t] += res.seconds[t]
-    return ({t: torch.cat(f).float().numpy() for t, f in feats.items()},
+    return ({t: torch.cat(f).float().cpu().numpy() for t, f in feats.items()},
             {t: s / len(x) for t, s in sops.items()},
             {t: s / len(x) for t, s in seconds.items()})
 
 
 def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                  limit: int | None = None, batch: int = 256, threads: int | None = None,
-                 progress: bool = False, readout: str = "count") -> dict[str, Any]:
+                 progress: bool = False, readout: str = "count",
+                 device: str = "auto") -> dict[str, Any]:
     """The CNN pipeline's metrics and, with `timesteps`, the spiking pipeline's at each T.
 
     With timesteps, writes RUN_DIR/spiking.json (one object per T), spiking.md (the table) and
-    spiking.png. Returns {"ann": metrics, "rows": [per-T objects]}.
+    spiking.png. Returns {"ann": metrics, "rows": [per-T objects]}. The CNN and the
+    simulation run on `device` (devices.resolve), the CNN in the run's own precision.
     """
+    from deepstdp.devices import resolve, resumed
     from deepstdp.features import embed, extract_features
-    from deepstdp.rundir import load_run
+    from deepstdp.rundir import load_run, saved_precision
     from deepstdp.training import Data
 
     if limit is not None and limit < 1:
@@ -71,8 +74,12 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         raise DeepSTDPError(f"batch must be at least 1, got {batch}")
     if readout not in READOUTS:
         raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
+    dev = resolve(device)
     with pinned(threads) as n_threads:
         run = load_run(run_dir)
+        run.model.to(dev)
+        # In the run's own precision, so that the CNN's metrics are metrics.jsonl's.
+        compute = resumed(saved_precision(run.checkpoint), dev)
         data = Data(run.config, progress)
 
         def cluster(features: np.ndarray) -> np.ndarray:
@@ -82,9 +89,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         for name, x, y in (("train", data.x_train, data.train.labels),
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
-            # In the run's own precision, so that the CNN's metrics are metrics.jsonl's.
-            splits[name] = Split(x[idx], y[idx.numpy()], cluster(extract_features(
-                run.model, x[idx], bf16=bool(run.checkpoint.get("bf16", False)))))
+            xs = x[idx]
+            splits[name] = Split(xs.to(dev), y[idx.numpy()],
+                                 cluster(extract_features(run.model, xs, compute)))
         ann = {f"{p}{m}": v for name, p in SPLITS
                for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
         if not timesteps:

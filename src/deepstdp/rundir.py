@@ -45,9 +45,9 @@ PICTURES = ("curves.png", "stdp_weights.png", "stdp_activity.png")
 """Drawn after every epoch (the spiking layer's two only for the spiking clusterer)."""
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, "spiking.pt", "spiking.json",
              "spiking.md", "spiking.png")
-RESUMABLE_CHANGES = ("epochs", "threads")
-"""Settings that may differ when a run is resumed: the length, and the thread count (which
-makes the continuation reproducible only for the same count)."""
+RESUMABLE_CHANGES = ("epochs", "threads", "device")
+"""Settings that may differ when a run is resumed: the length, and where it computes: thread
+count and device (the continuation is reproducible only for the same ones)."""
 
 
 def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -232,6 +232,11 @@ class LoadedRun(NamedTuple):
     pca: PCAWhitening
     clusterer: Clusterer
     checkpoint: dict[str, Any]
+
+
+def saved_precision(ck: dict[str, Any]) -> str:
+    """The precision a checkpoint's run computes in (0.3 checkpoints hold only a bf16 flag)."""
+    return ck.get("precision", "bf16" if ck.get("bf16") else "fp32")
 
 
 def model_from_checkpoint(ck: dict[str, Any]) -> tuple[ConvNet, TrainConfig]:

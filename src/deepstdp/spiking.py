@@ -73,10 +73,10 @@ class Op:
             return qcfs(x, self.threshold, self.levels)
         raise ValueError(f"{self.kind} is not a feed-forward op")
 
-    def to(self, dtype: torch.dtype) -> Op:
+    def to(self, dtype: torch.dtype, device: torch.device | None = None) -> Op:
         return dataclasses.replace(
-            self, weight=None if self.weight is None else self.weight.to(dtype),
-            bias=None if self.bias is None else self.bias.to(dtype))
+            self, weight=None if self.weight is None else self.weight.to(device, dtype),
+            bias=None if self.bias is None else self.bias.to(device, dtype))
 
 
 def run_ops(ops: Sequence[Op], x: torch.Tensor) -> torch.Tensor:
@@ -217,20 +217,21 @@ class SpikingNet:
     @torch.no_grad()
     def simulate(self, x: torch.Tensor, timesteps: Sequence[int],
                  dtype: torch.dtype = torch.float32) -> SimResult:
-        """Run the batch x for max(timesteps) steps, recording at each T in timesteps."""
+        """Run the batch x for max(timesteps) steps, recording at each T in timesteps, on x's
+        device."""
         start = time.perf_counter()
-        marks = set(timesteps)
-        stages = [(op, [p.to(dtype) for p in post], fan.to(dtype).flatten())
+        marks, dev = set(timesteps), x.device
+        stages = [(op, [p.to(dtype, dev) for p in post], fan.to(dev, dtype).flatten())
                   for (op, post), fan in zip(self.stages, self.fanouts, strict=True)]
-        current = run_ops([op.to(dtype) for op in self.analog], x.to(dtype))
+        current = run_ops([op.to(dtype, dev) for op in self.analog], x.to(dtype))
         # Membranes, and the input integrated so far by each IF layer that feeds a gate or is
         # read out.
         state: list[torch.Tensor | None] = [None] * len(stages)
         charge: list[torch.Tensor | None] = [None] * len(stages)
         integrates = [k + 1 == len(stages) or stages[k + 1][0].kind == "maxgate"
                       for k in range(len(stages))]
-        counts = torch.zeros(len(x), *self.shapes[-1], dtype=dtype)
-        sops = torch.zeros(len(x), dtype=torch.float64)
+        counts = torch.zeros(len(x), *self.shapes[-1], dtype=dtype, device=dev)
+        sops = torch.zeros(len(x), dtype=torch.float64, device=dev)
         result = SimResult({}, {}, {}, {})
         for t in range(1, max(marks) + 1):
             inp = current
@@ -249,6 +250,8 @@ class SpikingNet:
                 result.counts[t] = counts.clone()
                 result.charge[t] = charge[-1].clone()
                 result.sops[t] = sops.clone()
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
                 result.seconds[t] = time.perf_counter() - start
         return result
 

@@ -15,9 +15,11 @@ from deepstdp.util import SettingError
 
 
 def resolve(threads: int | None) -> int:
-    """The count a run uses: `threads`, or every core when None."""
+    """The count a run uses: `threads`, or when None every core, shared evenly among the
+    processes that torchrun started on this machine (LOCAL_WORLD_SIZE)."""
     if threads is None:
-        return os.cpu_count() or 1
+        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return max(1, (os.cpu_count() or 1) // processes)
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise SettingError("threads", f"must be an integer >= 1, got {threads!r}")
     return threads

@@ -21,17 +21,19 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from deepstdp import __version__, threads
+from deepstdp import __version__, devices, threads
 from deepstdp.augment import Augmentation
 from deepstdp.clustering import Clusterer, PCAWhitening
 from deepstdp.config import TrainConfig
 from deepstdp.data import ImageSet, ImageTensor, channel_stats, load_dataset
-from deepstdp.features import autocast, embed, extract_features, use_bf16
+from deepstdp.devices import Compute
+from deepstdp.distributed import ALONE, World, joined
+from deepstdp.features import batch_on, embed, extract_features
 from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.registry import kind_of, make_clusterer
-from deepstdp.rundir import PICTURES, RunDir
+from deepstdp.rundir import PICTURES, RunDir, saved_precision
 from deepstdp.targets import centroids, sinkhorn, uniform_sample
 from deepstdp.tensorboard_log import TensorBoardLog
 from deepstdp.tensorboard_log import check_available as check_tensorboard
@@ -113,18 +115,22 @@ def make_targets(cfg: TrainConfig, embeddings: np.ndarray, labels: np.ndarray,
     return Targets(labels, protos)
 
 
-def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-                targets: Targets, cfg: TrainConfig, epoch: int, bf16: bool, aug: Augmentation,
-                progress: bool) -> float:
-    """One pass of len(x) images (`views` augmentations each) on the targets; mean loss."""
+def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tensor | ImageTensor,
+                targets: Targets, cfg: TrainConfig, epoch: int, compute: Compute,
+                aug: Augmentation, progress: bool, world: World = ALONE) -> float:
+    """One pass of len(x) images (`views` augmentations each) on the targets; mean loss.
+
+    In a world of several processes each takes its share of every batch (all draw the same
+    sample order), augments it from its own stream, and DDP averages the gradients.
+    """
     rng = np.random.default_rng(epoch_seed(cfg.seed, epoch, 1))
-    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2))
-    torch.manual_seed(epoch_seed(cfg.seed, epoch, 3))  # dropout and the new top layer
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.seed, epoch, 2) + world.rank)
+    torch.manual_seed(epoch_seed(cfg.seed, epoch, 3) + world.rank)  # dropout, new top layer
     top_opt = None
     if cfg.head == "centroid":
         model.set_prototypes(targets.prototypes, cfg.temperature)
     else:
-        model.reset_top(len(targets.prototypes))
+        model.reset_top(len(targets.prototypes))  # DDP hands every process rank 0's
         top_opt = torch.optim.SGD(model.top.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
     if cfg.sampling == "uniform":
@@ -132,31 +138,35 @@ def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tenso
     else:
         idx = torch.from_numpy(rng.permutation(len(x)))
     y = torch.from_numpy(targets.labels)
+    net, scaler = world.parallel(model), compute.scaler()
     model.train()
     total, count = 0.0, 0
     per_epoch = len(idx) // cfg.batch_size  # drop the last partial batch: BatchNorm
+    share = cfg.batch_size // world.size
     for i in tqdm(range(per_epoch), desc=f"train {epoch}", disable=not progress, leave=False):
         lr = learning_rate(cfg, (epoch - 1) * per_epoch + i, per_epoch)
         for opt in (optimizer, top_opt):
             for group in opt.param_groups if opt else ():
                 group["lr"] = lr
-        b = idx[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-        xb = aug.views(x[b], cfg.views, gen).contiguous(memory_format=torch.channels_last)
-        with autocast(bf16):
-            logits = model(xb).float()
-        loss = nn.functional.cross_entropy(logits, y[b].repeat(cfg.views))
+        b = idx[i * cfg.batch_size:(i + 1) * cfg.batch_size][world.rank * share:][:share]
+        xb = aug.views(batch_on(x, b, compute), cfg.views, gen)
+        with compute.autocast():
+            logits = net(xb.contiguous(memory_format=torch.channels_last)).float()
+        loss = nn.functional.cross_entropy(logits, compute.put(y[b].repeat(cfg.views)))
         if not torch.isfinite(loss):
             raise DeepSTDPError(f"training diverged: loss is {loss.item()} at epoch {epoch}, "
                                 f"batch {i}; lower the learning rate")
         optimizer.zero_grad(set_to_none=True)
         if top_opt:
             top_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
         if top_opt:
-            top_opt.step()
+            scaler.step(top_opt)
+        scaler.update()
         total += loss.item() * len(b)
         count += len(b)
+    total, count = world.total(total, count)
     return total / max(count, 1)
 
 
@@ -201,17 +211,22 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
           quiet: bool = False, tensorboard: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) the DeepCluster loop in the run directory `out`; returns the metrics of
     every epoch. Every input is validated before anything is written (rundir.py).
-    `tensorboard`: also log each epoch's metrics and pictures to OUT/tensorboard."""
+    `tensorboard`: also log each epoch's metrics and pictures to OUT/tensorboard.
+
+    Under torchrun each process calls this alike; they share the work (distributed.py) and
+    rank 0 alone writes.
+    """
     cfg.validate()
     run = RunDir(out)
-    run.check_start(resume, force)
-    if tensorboard:
-        check_tensorboard()
-    with threads.pinned(cfg.threads):
+    with joined(devices.resolve(cfg.device)) as world, threads.pinned(cfg.threads):
+        if cfg.batch_size % world.size:
+            raise SettingError("batch_size", f"= {cfg.batch_size} must be divisible by the "
+                               f"{world.size} processes")
+        world.on_main(lambda: _check_start(run, resume, force, tensorboard))
         ck = run.load_checkpoint() if resume else None
         if ck is not None:
             run.check_same(cfg, ck["epoch"])
-        data = Data(cfg, not quiet)
+        data = Data(cfg, not quiet and world.main)
         k = cfg.k or data.train.n_classes
         k_train = k_train_of(cfg, k)
         for name, value in (("k", k), ("k_train", k_train)):
@@ -221,22 +236,30 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
         torch.manual_seed(cfg.seed)
         model = ConvNet.from_config(cfg, data.x_train.shape[1], k_train)
         # channels_last: oneDNN's fast path for convolution and pooling, in fp32 as in bf16.
-        model = model.to(memory_format=torch.channels_last)
-        with run.writing(cfg, resume):
-            log = TensorBoardLog(run.path, 0 if ck is None else ck["epoch"] + 1) \
-                if tensorboard else None
-            try:
-                return _train(cfg, run, data, model, k, k_train, ck, log, not quiet)
-            finally:
-                if log is not None:
-                    log.close()
+        model = model.to(world.device, memory_format=torch.channels_last)
+        if world.main:
+            with run.writing(cfg, resume):
+                log = TensorBoardLog(run.path, 0 if ck is None else ck["epoch"] + 1) \
+                    if tensorboard else None
+                try:
+                    return _train(cfg, run, data, model, k, k_train, ck, log, not quiet, world)
+                finally:
+                    if log is not None:
+                        log.close()
+        return _train(cfg, run, data, model, k, k_train, ck, None, False, world)
+
+
+def _check_start(run: RunDir, resume: bool, force: bool, tensorboard: bool) -> None:
+    run.check_start(resume, force)
+    if tensorboard:
+        check_tensorboard()
 
 
 @dataclass
 class LoopState:
     """What each epoch hands the next: fresh at the start, or restored from a checkpoint."""
 
-    bf16: bool
+    compute: Compute
     start: int = 0
     clusterings: Clusterings | None = None
     pca: PCAWhitening | None = None
@@ -246,7 +269,8 @@ class LoopState:
 
 
 def _restored(cfg: TrainConfig, run: RunDir, ck: dict[str, Any], model: ConvNet,
-              optimizer: torch.optim.Optimizer, k: int, k_train: int) -> LoopState:
+              optimizer: torch.optim.Optimizer, k: int, k_train: int,
+              world: World) -> LoopState:
     """The loop's state after the checkpoint's epoch; the model and optimiser in place."""
     model.load_body(ck["model"])
     optimizer.load_state_dict(ck["optimizer"])
@@ -254,9 +278,10 @@ def _restored(cfg: TrainConfig, run: RunDir, ck: dict[str, Any], model: ConvNet,
     clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
     clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
     rows = run.checkpoint_rows(ck)
-    run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
+    if world.main:
+        run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
     return LoopState(
-        bf16=ck["bf16"],  # a resumed run keeps the precision it started with
+        compute=devices.resumed(saved_precision(ck), world.device),  # as the run started
         start=ck["epoch"] + 1, clusterings=clusterings,
         pca=PCAWhitening.from_state_dict(ck["pca"]), labels=np.asarray(ck["labels"]),
         targets=Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"])),
@@ -264,64 +289,109 @@ def _restored(cfg: TrainConfig, run: RunDir, ck: dict[str, Any], model: ConvNet,
 
 
 def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_train: int,
-           ck: dict[str, Any] | None, log: TensorBoardLog | None,
-           progress: bool) -> list[dict[str, Any]]:
-    from deepstdp.report import plot_curves
-
+           ck: dict[str, Any] | None, log: TensorBoardLog | None, progress: bool,
+           world: World) -> list[dict[str, Any]]:
     body = [p for n, p in model.named_parameters() if not n.startswith("top.")]
     optimizer = torch.optim.SGD(body, lr=cfg.lr, momentum=cfg.momentum,
                                 weight_decay=cfg.weight_decay)
     aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
-    kind = kind_of(cfg.clusterer)
     if ck is not None:
-        state = _restored(cfg, run, ck, model, optimizer, k, k_train)
+        state = _restored(cfg, run, ck, model, optimizer, k, k_train, world)
         if progress:
             print(f"resuming {run.path} after epoch {ck['epoch']}")
     else:
-        state = LoopState(use_bf16(cfg.precision, model, data.x_train[:cfg.batch_size * cfg.views]))
-    bf16, rows, labels = state.bf16, state.rows, state.labels
-    clusterings, pca, targets = state.clusterings, state.pca, state.targets
+        state = LoopState(world.on_main(lambda: devices.choose(
+            cfg.precision, world.device, model, data.x_train[:cfg.batch_size * cfg.views])))
+    compute, rows = state.compute, state.rows
 
     for epoch in range(state.start, cfg.epochs + 1):
         t0 = time.perf_counter()
         loss = None
         if epoch > 0:
-            loss = train_epoch(model, optimizer, data.x_train, targets, cfg, epoch, bf16, aug,
-                               progress)
+            loss = train_epoch(model, optimizer, data.x_train, state.targets, cfg, epoch,
+                               compute, aug, progress, world)
         t1 = time.perf_counter()
-        feats = extract_features(model, data.x_train, bf16, progress=progress)
-        emb = embed(model, feats)
+        feats = _features(model, data.x_train, compute, world, progress)
+        f_val = _features(model, data.x_val, compute, world, False)
         t2 = time.perf_counter()
-        pca, clusterings = cluster(cfg, emb, clusterings, pca, k, k_train, epoch)
-        clusterer = clusterings.evaluated
-        new = clusterer.labels_
-        targets = make_targets(cfg, emb, clusterings.targets.labels_, k_train)
-        t3 = time.perf_counter()
-        f_val = extract_features(model, data.x_val, bf16)
-        val_pred = clusterer.predict(pca.transform(embed(model, f_val)))
-        row: dict[str, Any] = {"epoch": epoch, "loss": loss, "bf16": bf16}
-        row.update(epoch_metrics(cfg, data, k, new, labels, val_pred, targets, feats, f_val))
-        row.update(getattr(clusterer, "diagnostics", dict)())
-        t4 = time.perf_counter()
-        row.update(time_train=t1 - t0, time_features=t2 - t1, time_cluster=t3 - t2,
-                   time_eval=t4 - t3)
-        labels = new
-        rows.append(row)
-        run.save_epoch({
-            "epoch": epoch, "model": model.body_state(), "optimizer": optimizer.state_dict(),
-            "labels": torch.from_numpy(labels), "targets": torch.from_numpy(targets.labels),
-            "prototypes": targets.prototypes, "k": k, "clusterer": clusterings.state_dict(),
-            "pca": pca.state_dict(), "input_mean": data.mean, "input_std": data.std,
-            "config": cfg.to_dict(), "bf16": bf16, "version": __version__,
-        }, rows)
-        plot_curves(rows, run / "curves.png")
-        if kind.pictures is not None:
-            kind.pictures(clusterer, run.path)
-        if log is not None:
-            log.write(row, [run / name for name in PICTURES])
-        if progress:
-            print(format_row(row), flush=True)
+        row = None
+        if world.main:
+            row = {"epoch": epoch, "loss": loss, "precision": compute.precision,
+                   "bf16": compute.precision == "bf16"}
+            row.update(_cluster_and_measure(cfg, data, model, k, k_train, epoch, state, feats,
+                                            f_val))
+            row.update(time_train=t1 - t0, time_features=t2 - t1)
+            _save(cfg, run, data, model, optimizer, k, epoch, state, row, log)
+            if progress:
+                print(format_row(row), flush=True)
+        state.targets, row = world.broadcast((state.targets, row))
+        if not world.main:
+            rows.append(row)
     return rows
+
+
+def _features(model: ConvNet, x: ImageTensor, compute: Compute, world: World,
+              progress: bool) -> np.ndarray | None:
+    """Features of all images on rank 0 (each process computes its shard); None elsewhere."""
+    shard = world.shard(len(x))
+    return world.gather_rows(extract_features(model, x.take(shard), compute, progress=progress),
+                             len(x))
+
+
+def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k_train: int,
+                         epoch: int, state: LoopState, feats: np.ndarray,
+                         f_val: np.ndarray) -> dict[str, Any]:
+    """Rank 0's part of an epoch: cluster, make the next targets, measure; updates `state`."""
+    t2 = time.perf_counter()
+    emb = embed(model, feats)
+    state.pca, state.clusterings = cluster(cfg, emb, state.clusterings, state.pca, k, k_train,
+                                           epoch)
+    clusterer = state.clusterings.evaluated
+    new = clusterer.labels_
+    state.targets = make_targets(cfg, emb, state.clusterings.targets.labels_, k_train)
+    t3 = time.perf_counter()
+    val_pred = clusterer.predict(state.pca.transform(embed(model, f_val)))
+    row = epoch_metrics(cfg, data, k, new, state.labels, val_pred, state.targets, feats, f_val)
+    row.update(getattr(clusterer, "diagnostics", dict)())
+    state.labels = new
+    t4 = time.perf_counter()
+    row.update(time_cluster=t3 - t2, time_eval=t4 - t3)
+    return row
+
+
+def _save(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet,
+          optimizer: torch.optim.Optimizer, k: int, epoch: int, state: LoopState,
+          row: dict[str, Any], log: TensorBoardLog | None) -> None:
+    """Checkpoint the epoch (CPU tensors: it loads on any device) and draw its pictures."""
+    from deepstdp.report import plot_curves
+
+    state.rows.append(row)
+    run.save_epoch({
+        "epoch": epoch, "model": {n: v.cpu() for n, v in model.body_state().items()},
+        "optimizer": _cpu(optimizer.state_dict()),
+        "labels": torch.from_numpy(state.labels), "targets": torch.from_numpy(state.targets.labels),
+        "prototypes": state.targets.prototypes, "k": k,
+        "clusterer": state.clusterings.state_dict(), "pca": state.pca.state_dict(),
+        "input_mean": data.mean, "input_std": data.std, "config": cfg.to_dict(),
+        "precision": row["precision"], "bf16": row["bf16"], "version": __version__,
+    }, state.rows)
+    plot_curves(state.rows, run / "curves.png")
+    kind = kind_of(cfg.clusterer)
+    if kind.pictures is not None:
+        kind.pictures(state.clusterings.evaluated, run.path)
+    if log is not None:
+        log.write(row, [run / name for name in PICTURES])
+
+
+def _cpu(state: Any) -> Any:
+    """A (nested) state dict with every tensor on the host."""
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        return {k: _cpu(v) for k, v in state.items()}
+    if isinstance(state, list | tuple):
+        return type(state)(_cpu(v) for v in state)
+    return state
 
 
 def format_row(r: dict[str, Any]) -> str:

@@ -1,0 +1,153 @@
+"""Data-parallel runs under torchrun: one process per GPU, or several CPU processes with gloo.
+
+torchrun sets RANK, WORLD_SIZE, LOCAL_RANK and the rendezvous address in each process's
+environment; a plain start has none of them and is the one process of a world of one, with no
+process group and no collective calls. In a world of several, each epoch every process extracts
+the features of its own shard of the images, rank 0 gathers them, clusters, computes the
+metrics and hands the targets to all; each training step every process takes its share of the
+global batch and DistributedDataParallel all-reduces the gradients. Rank 0 alone writes the run
+directory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from deepstdp.util import DeepSTDPError, SettingError
+
+T = TypeVar("T")
+TIMEOUT = timedelta(hours=2)
+"""How long a process waits for the others at a collective call: rank 0's clustering of a
+large set (the others wait for its targets) must fit in it."""
+
+
+class PeerFailed(DeepSTDPError):
+    """Another process of the run stopped; this one cannot go on."""
+
+
+@dataclass(frozen=True)
+class World:
+    """This process's place among the run's processes."""
+
+    rank: int = 0
+    size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, n: int) -> slice:
+        """This process's contiguous block of n items (the last blocks may be shorter)."""
+        per = -(-n // self.size)
+        return slice(min(n, self.rank * per), min(n, (self.rank + 1) * per))
+
+    def gather_rows(self, local: np.ndarray, n: int) -> np.ndarray | None:
+        """Every process's `local` rows (its `shard(n)`), stacked in rank order, on rank 0;
+        None on the others."""
+        if self.size == 1:
+            return local
+        per = -(-n // self.size)
+        padded = np.zeros((per, *local.shape[1:]), dtype=local.dtype)
+        padded[:len(local)] = local
+        buf = torch.from_numpy(padded).to(self._comm_device)
+        parts = [torch.empty_like(buf) for _ in range(self.size)] if self.main else None
+        _call(dist.gather, buf, parts, dst=0)
+        if not self.main:
+            return None
+        return torch.cat(parts).cpu().numpy()[:n]
+
+    def on_main(self, fn: Callable[[], T]) -> T:
+        """fn() run by rank 0 alone; its result, or its DeepSTDPError, reaches every process."""
+        if self.size == 1:
+            return fn()
+        result, error = None, None
+        if self.main:
+            try:
+                result = fn()
+            except DeepSTDPError as e:
+                error = (getattr(e, "setting", None), getattr(e, "problem", str(e)))
+        result, error = self.broadcast((result, error))
+        if error is not None:
+            setting, problem = error
+            raise SettingError(setting, problem) if setting else DeepSTDPError(problem)
+        return result
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's `obj` on every process (pickled)."""
+        if self.size == 1:
+            return obj
+        box = [obj]
+        _call(dist.broadcast_object_list, box, src=0, device=self._comm_device)
+        return box[0]
+
+    def total(self, *values: float) -> list[float]:
+        """Each value summed over the processes."""
+        if self.size == 1:
+            return list(values)
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
+        _call(dist.all_reduce, t)
+        return t.cpu().tolist()
+
+    def parallel(self, model: nn.Module) -> nn.Module:
+        """`model` whose backward pass all-reduces (averages) gradients over the processes."""
+        if self.size == 1:
+            return model
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+
+ALONE = World()
+"""A plain start: the one process of a world of one."""
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    try:
+        fn(*args, **kwargs)
+    except (dist.DistError, RuntimeError) as e:
+        raise PeerFailed(f"another process of this distributed run failed ({e}); "
+                         "the last checkpoint is intact") from None
+
+
+def world_size() -> int:
+    """Processes in this run: torchrun's WORLD_SIZE, 1 for a plain start."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+@contextmanager
+def joined(device: torch.device) -> Iterator[World]:
+    """This process's World, joined to torchrun's process group for the block (NCCL for CUDA,
+    gloo otherwise); on CUDA each process takes GPU LOCAL_RANK."""
+    size = world_size()
+    if size == 1:
+        yield World(device=device)
+        return
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    elif device.type != "cpu":
+        raise SettingError("device", f"{device.type} cannot run several processes; use cuda "
+                           "or cpu")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(backend, timeout=TIMEOUT,
+                            device_id=device if device.type == "cuda" else None)
+    try:
+        yield World(rank, size, local, device)
+    finally:
+        dist.destroy_process_group()
