@@ -9,6 +9,7 @@ its own peak resident memory (Linux VmHWM, reset before each step through /proc/
     python benchmarks/bench_memory.py tree --dest runs/tiny200 --classes 200
     python benchmarks/bench_memory.py phases --data-root runs/tiny200 --classes 200 --threads 2
     python benchmarks/bench_memory.py epoch --data-root runs/tiny200 --classes 200 --threads 2
+    python benchmarks/bench_memory.py epoch --data-root runs/tiny200 --classes 200 --clusterer stdp
 """
 
 from __future__ import annotations
@@ -147,9 +148,9 @@ def phases(cfg: TrainConfig) -> None:
     with measured("PCA fit + transform", peaks):
         z = PCAWhitening(cfg.pca_dim).fit(emb).transform(emb)
     clusterings = make_clusterings(cfg, k, k_train, cfg.seed)
-    with measured(f"k-means k = {k}", peaks):
+    with measured(f"{cfg.clusterer} k = {k}", peaks):
         clusterings.evaluated.fit(z)
-    with measured(f"k-means k_train = {k_train}", peaks):
+    with measured(f"{cfg.clusterer} k_train = {k_train}", peaks):
         clusterings.targets.fit(z)
     with measured("targets (centroids)", peaks):
         targets = make_targets(cfg, emb, clusterings.targets.labels_, k_train)
@@ -196,15 +197,17 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--precision", default="auto")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--clusterer", default="kmeans")
     args = p.parse_args()
     if args.mode == "tree":
         build_tree(args.src, args.dest, args.classes)
         return
     cfg = TrainConfig(dataset="tiny-imagenet", data_root=args.data_root,
                       classes=str(args.classes), image_size=args.image_size,
-                      precision=args.precision, threads=args.threads, epochs=1)
+                      precision=args.precision, threads=args.threads, epochs=1,
+                      clusterer=args.clusterer)
     print(f"{args.classes} classes, {args.image_size}x{args.image_size}, "
-          f"{args.threads} threads, precision {args.precision}")
+          f"{args.threads} threads, precision {args.precision}, {args.clusterer}")
     if args.mode == "phases":
         with threads.pinned(args.threads):
             phases(cfg)

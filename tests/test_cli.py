@@ -60,6 +60,8 @@ BAD_TRAIN = [
     (["--image-size", "4"], "--image-size must be in [8, 512]"),
     (["--image-size", "100000"], "--image-size must be in [8, 512]"),
     (["--threads", "0"], "--threads must be in [1, 4096]"),
+    (["--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+    (["--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a CUDA or MPS device"),
     (["--knn-k", "0"], "--knn-k must be in [1, 10000]"),
     (["--warmup-epochs", "-1"], "--warmup-epochs must be in [0, 100000]"),
     (["--qcfs-levels", "0"], "--qcfs-levels must be in [1, 1024]"),

@@ -431,8 +431,8 @@ class ImageTensor:
     `normalize(to_float_tensor(images, size), mean, std)`, converting only the rows indexed.
 
     The loop reads images in batches (training steps, feature extraction), so the float copy of
-    a whole set need never exist: 4 bytes a pixel against 1, and converting 100,000 64x64
-    images at once peaked near 15 GiB (docs/pipeline.md, "Scaling"). Each row comes out bit for
+    a whole set need never exist: 4 bytes a pixel against 1, and converting 100,000 images at
+    once peaked at 9.6 GiB at 32x32 (docs/pipeline.md, "Scaling"). Each row comes out bit for
     bit as converting the whole set would give it.
     """
 
