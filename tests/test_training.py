@@ -104,6 +104,10 @@ def test_thread_count_survives_the_spiking_layer():
         z = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
         STDPClustering(3, time=20, epochs=1).fit(z).predict(z)
         assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
+        with threads.pinned(2):  # rank 0 clustering while the other processes wait
+            STDPClustering(3, time=20, epochs=1).fit(z).predict(z)
+            assert torch.get_num_threads() == 2 and numba.get_num_threads() == 2
+        assert torch.get_num_threads() == 1 and numba.get_num_threads() == 1
     assert torch.get_num_threads() == before
 
 

@@ -441,6 +441,14 @@ def option_of(e: SettingError) -> str:
     return "--" + e.setting.replace("_", "-")
 
 
+def _process() -> str:
+    """' (process R of N)' under torchrun, where torchrun stops every process when one fails."""
+    from deepstdp.distributed import rank_and_size
+
+    rank, size = rank_and_size()
+    return f" (process {rank} of {size})" if size > 1 else ""
+
+
 def _stop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: workers stopped, no tmp
 
@@ -459,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"deepstdp: error: {e.strerror or e}{where}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("deepstdp: interrupted; continue with --resume", file=sys.stderr)
+        print(f"deepstdp: interrupted{_process()}; continue with --resume", file=sys.stderr)
         return 130
     return 2
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ class World:
         padded[:len(local)] = local
         buf = torch.from_numpy(padded).to(self._comm_device)
         parts = [torch.empty_like(buf) for _ in range(self.size)] if self.main else None
-        _call(dist.gather, buf, parts, dst=0)
+        dist.gather(buf, parts, dst=0)
         if not self.main:
             return None
         return torch.cat(parts).cpu().numpy()[:n]
@@ -89,7 +89,7 @@ class World:
         if self.size == 1:
             return obj
         box = [obj]
-        _call(dist.broadcast_object_list, box, src=0, device=self._comm_device)
+        dist.broadcast_object_list(box, src=0, device=self._comm_device)
         return box[0]
 
     def total(self, *values: float) -> list[float]:
@@ -97,7 +97,7 @@ class World:
         if self.size == 1:
             return list(values)
         t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
-        _call(dist.all_reduce, t)
+        dist.all_reduce(t)
         return t.cpu().tolist()
 
     def parallel(self, model: nn.Module) -> nn.Module:
@@ -116,28 +116,21 @@ ALONE = World()
 """A plain start: the one process of a world of one."""
 
 
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    try:
-        fn(*args, **kwargs)
-    except (dist.DistError, RuntimeError) as e:
-        raise PeerFailed(f"another process of this distributed run failed ({e}); "
-                         "the last checkpoint is intact") from None
-
-
-def world_size() -> int:
-    """Processes in this run: torchrun's WORLD_SIZE, 1 for a plain start."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
+def rank_and_size() -> tuple[int, int]:
+    """This process's rank and the run's process count, as torchrun set them (0, 1 for a
+    plain start)."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @contextmanager
 def joined(device: torch.device) -> Iterator[World]:
     """This process's World, joined to torchrun's process group for the block (NCCL for CUDA,
     gloo otherwise); on CUDA each process takes GPU LOCAL_RANK."""
-    size = world_size()
+    rank, size = rank_and_size()
     if size == 1:
         yield World(device=device)
         return
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -149,5 +142,18 @@ def joined(device: torch.device) -> Iterator[World]:
                             device_id=device if device.type == "cuda" else None)
     try:
         yield World(rank, size, local, device)
+    except RuntimeError as e:
+        if not _lost_peer(e):
+            raise
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PeerFailed(f"another process of this distributed run failed ({first}); its "
+                         "last checkpoint is intact") from None
     finally:
         dist.destroy_process_group()
+
+
+def _lost_peer(e: RuntimeError) -> bool:
+    """Whether a collective call failed because another process went away: torch's DistError,
+    or the plain RuntimeError that gloo and NCCL raise inside DDP and autograd."""
+    return isinstance(e, dist.DistError) or any(
+        s in str(e) for s in ("gloo", "NCCL", "Connection closed by peer", "Connection reset"))

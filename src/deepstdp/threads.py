@@ -14,12 +14,16 @@ from contextlib import contextmanager
 from deepstdp.util import SettingError
 
 
+def local_processes() -> int:
+    """Processes of this run on this machine: torchrun's LOCAL_WORLD_SIZE, else 1."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
 def resolve(threads: int | None) -> int:
     """The count a run uses: `threads`, or when None every core, shared evenly among the
-    processes that torchrun started on this machine (LOCAL_WORLD_SIZE)."""
+    processes that torchrun started on this machine."""
     if threads is None:
-        processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-        return max(1, (os.cpu_count() or 1) // processes)
+        return max(1, (os.cpu_count() or 1) // local_processes())
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise SettingError("threads", f"must be an integer >= 1, got {threads!r}")
     return threads
@@ -37,11 +41,12 @@ def pinned(threads: int | None) -> Iterator[int]:
     from threadpoolctl import threadpool_limits
 
     n = resolve(threads)
-    before = torch.get_num_threads()
+    before, before_numba = torch.get_num_threads(), numba.get_num_threads()
     torch.set_num_threads(n)
     numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
     try:
         with threadpool_limits(n):
             yield n
     finally:
+        numba.set_num_threads(before_numba)
         torch.set_num_threads(before)

@@ -318,8 +318,10 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
         if world.main:
             row = {"epoch": epoch, "loss": loss, "precision": compute.precision,
                    "bf16": compute.precision == "bf16"}
-            row.update(_cluster_and_measure(cfg, data, model, k, k_train, epoch, state, feats,
-                                            f_val))
+            # The machine's other processes wait for the targets: their cores cluster too.
+            with threads.pinned(threads.resolve(cfg.threads) * threads.local_processes()):
+                row.update(_cluster_and_measure(cfg, data, model, k, k_train, epoch, state,
+                                                feats, f_val))
             row.update(time_train=t1 - t0, time_features=t2 - t1)
             _save(cfg, run, data, model, optimizer, k, epoch, state, row, log)
             if progress:
