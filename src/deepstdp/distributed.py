@@ -41,7 +41,6 @@ class World:
 
     rank: int = 0
     size: int = 1
-    local_rank: int = 0
     device: torch.device = torch.device("cpu")
 
     @property
@@ -141,7 +140,7 @@ def joined(device: torch.device) -> Iterator[World]:
     dist.init_process_group(backend, timeout=TIMEOUT,
                             device_id=device if device.type == "cuda" else None)
     try:
-        yield World(rank, size, local, device)
+        yield World(rank, size, device)
     except RuntimeError as e:
         if not _lost_peer(e):
             raise
