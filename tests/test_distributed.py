@@ -104,12 +104,15 @@ if os.environ.get("RANK") == "1":
     assert [r["epoch"] for r in rows(out)] == [0, 1, 2, 3]
 
 
-def test_bad_input_under_torchrun_is_one_line_from_every_process(tmp_path):
+def test_bad_input_under_torchrun_is_one_line_from_each_process(tmp_path):
     res = torchrun(tmp_path, tmp_path / "run", *ARGS, "--batch-size", "127")
     assert res.returncode != 0
-    errors = [line for line in res.stderr.splitlines() if line.startswith("deepstdp: error")]
-    assert errors == ["deepstdp: error: --batch-size = 127 must be divisible by the 2 "
-                      "processes"] * 2
+    error = "deepstdp: error: --batch-size = 127 must be divisible by the 2 processes"
+    said = [line for line in res.stderr.splitlines() if line.startswith("deepstdp: ")]
+    # Each process finds it; one that torchrun stops first (after the other exited) says so.
+    assert error in said and len(said) <= 2
+    assert all(line == error or line.startswith("deepstdp: interrupted (process ")
+               for line in said)
     assert not (tmp_path / "run").exists()
 
 
