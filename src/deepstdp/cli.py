@@ -460,16 +460,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except SettingError as e:
-        print(f"deepstdp: error: {option_of(e)} {e.problem}", file=sys.stderr)
+        _say(f"error: {option_of(e)} {e.problem}")
     except DeepSTDPError as e:
-        print(f"deepstdp: error: {e}", file=sys.stderr)
+        _say(f"error: {e}")
     except OSError as e:  # disk full, permissions changed under a running command, ...
         where = f": {e.filename}" if e.filename else ""
-        print(f"deepstdp: error: {e.strerror or e}{where}", file=sys.stderr)
+        _say(f"error: {e.strerror or e}{where}")
     except KeyboardInterrupt:
-        print(f"deepstdp: interrupted{_process()}; continue with --resume", file=sys.stderr)
+        _say(f"interrupted{_process()}; continue with --resume")
         return 130
     return 2
+
+
+def _say(message: str) -> None:
+    """One line on stderr in one write, so that the lines of torchrun's processes, which share
+    the stream, do not interleave (print writes the newline apart)."""
+    sys.stderr.write(f"deepstdp: {message}\n")
+    sys.stderr.flush()
 
 
 if __name__ == "__main__":
