@@ -450,13 +450,22 @@ def _process() -> str:
 
 
 def _stop(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # SIGTERM ends a command as Ctrl-C does: workers stopped, no tmp
+    """SIGTERM ends a command as Ctrl-C does: workers stopped, no temp files. Neither does
+    once a distributed run has begun its end (the barrier, then the process group destroyed):
+    its outcome stands, and torchrun's SIGTERM to the last process after another's exit must
+    not turn a bad input's exit 2 into an interrupt."""
+    distributed = sys.modules.get("deepstdp.distributed")
+    if distributed is not None and distributed.ending():
+        return
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, _stop)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where ignored
+        signal.signal(signal.SIGINT, _stop)
     try:
         return args.func(args)
     except SettingError as e:
@@ -469,6 +478,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _say(f"interrupted{_process()}; continue with --resume")
         return 130
+    finally:
+        distributed = sys.modules.get("deepstdp.distributed")
+        if distributed is not None and distributed.ending():
+            # Kept through the interpreter's finalization, which resets Python's own handlers
+            # to the default (a SIGTERM there would end the process with -15, not its code).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 2
 
 

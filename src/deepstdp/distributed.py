@@ -7,11 +7,20 @@ the features of its own shard of the images, rank 0 gathers them, clusters, comp
 metrics and hands the targets to all; each training step every process takes its share of the
 global batch and DistributedDataParallel all-reduces the gradients. Rank 0 alone writes the run
 directory.
+
+Every process ends alike (`joined`): on success, on an error and on an interrupt it meets the
+others at a barrier of its own small group (bounded by END_TIMEOUT, so that a dead peer cannot
+hold it), then destroys the process group, whose C++ threads (gloo's) are joined there, while
+the interpreter is alive; from the barrier on, cli's SIGTERM/SIGINT handler lets the process
+finish with the outcome it has (`ending`).
 """
 
 from __future__ import annotations
 
+import gc
+import importlib
 import os
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +38,11 @@ T = TypeVar("T")
 TIMEOUT = timedelta(hours=2)
 """How long a process waits for the others at a collective call: rank 0's clustering of a
 large set (the others wait for its targets) must fit in it."""
+END_TIMEOUT = timedelta(seconds=60)
+"""How long a process waits for the others at the end of the run: they arrive within moments
+of each other after a good run or a bad input; a peer that died lets it go at once (closed
+connections), one stuck elsewhere after this."""
+_ending = False
 
 
 class PeerFailed(DeepSTDPError):
@@ -137,8 +151,17 @@ def joined(device: torch.device) -> Iterator[World]:
         raise SettingError("device", f"{device.type} cannot run several processes; use cuda "
                            "or cpu")
     backend = "nccl" if device.type == "cuda" else "gloo"
+    global _ending
+    _ending = False
+    # DDP imports torch.distributed.nn.functional, whose functions take `group=group.WORLD` as
+    # a default argument: imported while a group exists, they hold it for good, and
+    # destroy_process_group then leaves gloo's threads running into the interpreter's
+    # finalization, where one that still releases a tensor aborts the process ("terminate
+    # called without an active exception"). Imported first, the defaults are None.
+    importlib.import_module("torch.distributed.nn.functional")
     dist.init_process_group(backend, timeout=TIMEOUT,
                             device_id=device if device.type == "cuda" else None)
+    end = dist.new_group(backend="gloo", timeout=END_TIMEOUT)  # its own tags and sockets
     try:
         yield World(rank, size, device)
     except RuntimeError as e:
@@ -146,9 +169,36 @@ def joined(device: torch.device) -> Iterator[World]:
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise PeerFailed(f"another process of this distributed run failed ({first}); its "
-                         "last checkpoint is intact") from None
+                         "last checkpoint is intact: continue with --resume") from None
     finally:
-        dist.destroy_process_group()
+        _ending = True
+        try:
+            dist.barrier(group=end)
+        except (RuntimeError, ValueError):  # a peer gone or stuck: nothing left to wait for
+            pass
+        finally:
+            del end
+            _release_frames()
+            dist.destroy_process_group()
+
+
+def ending() -> bool:
+    """Whether this process has begun the end of its distributed run (cli then ignores
+    SIGTERM and SIGINT: the outcome is decided, and the shutdown is bounded)."""
+    return _ending
+
+
+def _release_frames() -> None:
+    """Drop what the exception in flight, if any, keeps alive (the epoch's DDP wrapper holds
+    the process group), so that destroy_process_group frees the group and joins its threads."""
+    import sys
+
+    seen, exc = set(), sys.exc_info()[1]
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        traceback.clear_frames(exc.__traceback__)
+        exc = exc.__cause__ or exc.__context__
+    gc.collect()
 
 
 def _lost_peer(e: RuntimeError) -> bool:
