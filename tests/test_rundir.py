@@ -7,11 +7,11 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import fault_site, wait_for
 
 from deepstdp import load_run
 from deepstdp.cli import main
@@ -36,31 +36,53 @@ def snapshot(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
 
 
-def test_kill_9_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_kill_9_at_moments_chosen_by_progress_then_resume_equals_an_uninterrupted_run(tmp_path):
+    """Every try is killed (SIGKILL) at a moment read from the run's own progress, never from
+    the clock, so every try kills on any machine; and the run, resumed after each, still ends
+    with an uninterrupted run's metrics, row for row."""
     epochs = 4
     cmd = [sys.executable, "-m", "deepstdp.cli", "train", "--epochs", str(epochs), "--seed", "1",
            *SMALL_ARGS]
     ref = tmp_path / "ref"
     subprocess.run([*cmd, "--out", str(ref)], check=True, timeout=600)
     run = tmp_path / "run"
+    env = fault_site(tmp_path / "site")
     rng = random.Random(0)
-    kills = 0
-    for _ in range(5):  # bounded tries; a try that finishes before its kill ends the loop
-        resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
-        proc = subprocess.Popen([*cmd, "--out", str(run), *resume])
-        try:
-            proc.wait(timeout=rng.uniform(2.0, 8.0))
-            break
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-        if (run / "checkpoint.pt").exists():  # after any crash: checkpoint and rows agree
-            ck = RunDir(run).load_checkpoint()
-            assert [r["epoch"] for r in ck["metrics"]] == list(range(ck["epoch"] + 1))
-    resume = ["--resume"] if (run / "checkpoint.pt").exists() else []
-    subprocess.run([*cmd, "--out", str(run), *resume], check=True, timeout=600)
-    assert kills >= 1
+
+    def done() -> int:  # the checkpoint's epoch, -1 before the first
+        return RunDir(run).load_checkpoint()["epoch"] if (run / "checkpoint.pt").exists() else -1
+
+    # Each try: its KILL_AT (conftest.FAULTS; None: killed from outside as soon as epoch 0's row
+    # is written), given the next epoch e; and the checkpoint epoch it leaves, given e.
+    tries = [
+        (lambda e: None, None),
+        (lambda e: f"step:{e}:{rng.random():.3f}", lambda e: e - 1),  # inside e's training
+        (lambda e: "checkpoint-mid:1", lambda e: e - 1),  # halfway through e's checkpoint
+        (lambda e: "checkpoint-after:2", lambda e: e + 1),  # e + 1's in place, metrics behind
+        (lambda e: f"step:{e}:{rng.random():.3f}", lambda e: e - 1),
+    ]
+    for kill_at, leaves in tries:
+        e = done() + 1
+        spec = kill_at(e)
+        resume = ["--resume"] if e > 0 else []
+        proc = subprocess.Popen([*cmd, "--out", str(run), *resume],
+                                env={**env, "KILL_AT": spec or ""})
+        if spec is None:
+            wait_for(lambda p=proc: (run / "metrics.jsonl").exists() or p.poll() is not None,
+                     what="epoch 0's row")
+            proc.kill()
+        wait_for(lambda p=proc: p.poll() is not None, what="the killed run's end")
+        assert proc.returncode == -signal.SIGKILL, f"try {spec} was not killed"
+        ck = RunDir(run).load_checkpoint()  # after any kill: a whole checkpoint, rows inside
+        assert [r["epoch"] for r in ck["metrics"]] == list(range(ck["epoch"] + 1))
+        if leaves is not None:
+            assert ck["epoch"] == leaves(e), spec
+        assert ck["epoch"] < epochs
+        if spec == "checkpoint-mid:1":  # the half-written temp file is still there
+            assert len(list(run.glob(".checkpoint.pt.*.tmp"))) == 1
+        if spec == "checkpoint-after:2":  # metrics.jsonl one epoch behind the checkpoint
+            assert [r["epoch"] for r in rows_without_times(run)] == list(range(e + 1))
+    subprocess.run([*cmd, "--out", str(run), "--resume"], env=env, check=True, timeout=600)
     assert rows_without_times(run) == rows_without_times(ref)
     assert not list(run.glob(".*.tmp")) and not (run / ".lock").exists()
 
@@ -167,26 +189,25 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
 def test_compare_workers_end_with_the_command(tmp_path, how):
+    held = tmp_path / "held"
+    held.mkdir()
+    # Each worker holds at the start of its run's epoch 1 (conftest.FAULTS): the signal comes
+    # while both are mid-run, however fast the machine.
+    env = {**fault_site(tmp_path / "site"), "KILL_AT": "hold:1", "HOLD_DIR": str(held)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "deepstdp.cli", "compare", "--clusterers", "kmeans",
-         "--seeds", "0,1", "--jobs", "2", "--epochs", "30", "--out", str(tmp_path / "cmp"),
-         *SMALL_ARGS], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    workers: list[int] = []
-    while time.time() < deadline and len(workers) < 2:
-        time.sleep(0.5)
-        workers = [c for c in _children(proc.pid) if "spawn_main" in
-                   Path(f"/proc/{c}/cmdline").read_text(errors="replace")]
-    assert len(workers) == 2
+         "--seeds", "0,1", "--jobs", "2", "--epochs", "2", "--out", str(tmp_path / "cmp"),
+         *SMALL_ARGS], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    workers = wait_for(lambda: len(list(held.iterdir())) == 2 or proc.poll() is not None,
+                       what="two workers held mid-run") and [int(p.name) for p in held.iterdir()]
+    assert len(workers) == 2 and set(workers) <= set(_children(proc.pid))
     proc.send_signal(how)
-    proc.wait(timeout=30)
-    deadline = time.time() + 30
-    while time.time() < deadline and any(_alive(w) for w in workers):
-        time.sleep(0.2)
-    assert not any(_alive(w) for w in workers), [Path(f"/proc/{w}/stat").read_text()
-                                                 for w in workers if _alive(w)]
+    wait_for(lambda: proc.poll() is not None, what="the command's end")
+    wait_for(lambda: not any(_alive(w) for w in workers), what="the workers' end")
     if how == signal.SIGTERM:
         assert proc.returncode == 130 and "interrupted" in proc.stderr.read()
+    else:
+        assert proc.returncode == -signal.SIGKILL
 
 
 def test_tensorboard_log_has_every_epochs_scalars_and_pictures(tmp_path):
