@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import importlib
 import os
+import re
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -168,6 +169,9 @@ def joined(device: torch.device) -> Iterator[World]:
         if not _lost_peer(e):
             raise
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        # gloo's: "[.../pair.cc:537] Read error [HOST]:PORT: Connection reset by peer. This is
+        # typically caused by ..."; the what, without the source place and the advice.
+        first = re.sub(r"^\[[^\]]*\.(cc|cpp|h)(:\d+)?\]\s*", "", first).split(". ")[0]
         raise PeerFailed(f"another process of this distributed run failed ({first}); its "
                          "last checkpoint is intact: continue with --resume") from None
     finally:
