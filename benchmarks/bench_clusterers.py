@@ -8,14 +8,25 @@ mixture256-skewed, 20,000 points of 100 overlapping Gaussians in 512-d whitened 
 pipeline's width), with equal or Dirichlet(5)-skewed class sizes. Or --features FILE.npz with
 `features` (N, D) float and `labels` (N,) int, PCA-whitened to --pca-dim (0: used as given).
 
+--run RUN_DIR measures what the loop's clusterers make of a trained run's features: its train
+images through its network, whitened by its own PCA (the one saved with its last epoch), and
+both clusterers built as the loop builds them (the registry, from the run's settings: its
+k-means backend and its STDP settings, `--stdp` on top). --untrained uses the run's settings
+but the network as the loop starts it (epoch 0: its seed, no training), with a PCA fitted to
+those features as the loop does at epoch 0. --save FILE.npz writes the whitened set (`features`,
+`labels`) for --features FILE.npz --pca-dim 0; benchmarks/features/ holds the committed ones.
+
     NUMBA_NUM_THREADS=2 python benchmarks/bench_clusterers.py [--seeds 5] [--stdp time=250]
     python benchmarks/bench_clusterers.py --datasets mixture256 mixture256-skewed --seeds 3
     python benchmarks/bench_clusterers.py --features tin.npz --k 200 --seeds 3
+    python benchmarks/bench_clusterers.py --run runs/cmp/runs/kmeans-seed0 --seeds 10
+    python benchmarks/bench_clusterers.py --features benchmarks/features/*.npz --pca-dim 0
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -26,6 +37,7 @@ from sklearn.datasets import load_digits, make_blobs
 
 from deepstdp import KMeansClustering, PCAWhitening, STDPClustering
 from deepstdp.clustering import Clusterer
+from deepstdp.config import TrainConfig
 from deepstdp.metrics import cluster_metrics
 
 
@@ -56,14 +68,61 @@ def dataset(name: str) -> tuple[np.ndarray, np.ndarray, int]:
     return mixture(skewed=name.endswith("skewed"))
 
 
+def run_features(run_dir: str, untrained: bool) -> tuple[np.ndarray, np.ndarray, TrainConfig]:
+    """A run's train features as its loop clusters them (see the module docstring)."""
+    import torch
+
+    from deepstdp.features import embed, extract_features
+    from deepstdp.models import ConvNet
+    from deepstdp.rundir import load_run
+    from deepstdp.training import Data
+
+    run = load_run(run_dir)
+    cfg = run.config
+    data = Data(cfg, progress=False)
+    model, pca = run.model, run.pca
+    if untrained:
+        torch.manual_seed(cfg.seed)
+        model = ConvNet.from_config(cfg, data.x_train.shape[1], run.checkpoint["k"]).eval()
+    emb = embed(model, extract_features(model, data.x_train))
+    if untrained:
+        pca = PCAWhitening(cfg.pca_dim).fit(emb)
+    return pca.transform(emb), data.train.labels, cfg
+
+
 def datasets(args: argparse.Namespace) -> dict[str, tuple[np.ndarray, np.ndarray, int]]:
-    if args.features:
-        with np.load(args.features) as f:
+    sets: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    for path in args.features:
+        with np.load(path) as f:
             x, y = f["features"], f["labels"].astype(np.int64)
         if args.pca_dim:
             x = PCAWhitening(args.pca_dim).fit_transform(x)
-        return {Path(args.features).stem: (x, y, args.k or len(np.unique(y)))}
-    return {name: dataset(name) for name in args.datasets}
+        sets[Path(path).stem] = (x, y, args.k or len(np.unique(y)))
+    if args.run:
+        x, y, _ = run_features(args.run, args.untrained)
+        sets[Path(args.run).name + ("-untrained" if args.untrained else "")] = (
+            x, y, args.k or len(np.unique(y)))
+        if args.save:
+            np.savez_compressed(args.save, features=x.astype(np.float32), labels=y)
+    if not sets:
+        sets = {name: dataset(name) for name in args.datasets}
+    return sets
+
+
+def run_methods(run_dir: str, stdp_kw: dict[str, object]
+                ) -> dict[str, Callable[[int, int], Clusterer]]:
+    """k-means and STDP as the run's loop builds them (the registry, the run's settings)."""
+    from deepstdp.registry import make_clusterer
+    from deepstdp.rundir import load_checkpoint
+
+    cfg = TrainConfig.from_dict(load_checkpoint(run_dir)["config"])
+    stdp = dataclasses.replace(cfg.stdp, **stdp_kw)
+    return {
+        "kmeans": lambda k, seed: make_clusterer(dataclasses.replace(cfg, clusterer="kmeans"),
+                                                 k, seed),
+        "stdp": lambda k, seed: make_clusterer(dataclasses.replace(cfg, clusterer="stdp",
+                                                                   stdp=stdp), k, seed),
+    }
 
 
 def evaluate(make: Callable[[int, int], Clusterer], x: np.ndarray, y: np.ndarray, k: int,
@@ -92,7 +151,12 @@ def main() -> None:
     ap.add_argument("--datasets", nargs="+", default=["blobs", "digits-pca32", "digits-pca64"],
                     choices=["blobs", "digits-pca32", "digits-pca64", "mixture256",
                              "mixture256-skewed"])
-    ap.add_argument("--features", help="npz with 'features' (N, D) and 'labels' (N,)")
+    ap.add_argument("--features", nargs="+", default=[],
+                    help="npz files with 'features' (N, D) and 'labels' (N,)")
+    ap.add_argument("--run", help="a run directory: cluster its train features (see above)")
+    ap.add_argument("--untrained", action="store_true",
+                    help="with --run: the network as its loop starts (epoch 0)")
+    ap.add_argument("--save", help="with --run: write the whitened features to this .npz")
     ap.add_argument("--pca-dim", type=int, default=256, help="for --features; 0 = no PCA")
     ap.add_argument("--k", type=int, help="clusters for --features (default: label count)")
     ap.add_argument("--stdp", action="append", default=[], metavar="KEY=VALUE",
@@ -104,6 +168,8 @@ def main() -> None:
         "kmeans": lambda k, seed: KMeansClustering(k, random_state=seed),
         "stdp": lambda k, seed: STDPClustering(k, random_state=seed, **stdp_kw),
     }
+    if args.run:
+        methods = run_methods(args.run, stdp_kw)
     print(f"mean +- std over {args.seeds} seeds; STDP options {stdp_kw or 'default'}")
     print(f"{'dataset':17s} {'method':6s} {'ACC':>11s} {'NMI':>11s} {'ARI':>11s} "
           f"{'min':>5s} {'max':>5s} {'entropy':>7s} {'s/fit':>6s}")

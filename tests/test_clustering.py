@@ -288,3 +288,11 @@ def test_pca_alignment_undoes_a_rotation_of_the_basis():
     np.testing.assert_allclose(np.cov(b._whiten(x), rowvar=False), np.eye(6), atol=1e-3)
     again = PCAWhitening.from_state_dict(b.state_dict())
     np.testing.assert_array_equal(again.transform(x), b.transform(x))
+
+
+def test_kmeans_margin_is_the_gap_between_the_two_nearest_centres():
+    x = np.random.default_rng(0).normal(size=(200, 4)).astype(np.float32)
+    km = KMeansClustering(3, random_state=0).fit(x)
+    d2 = np.sort(((x[:, None].astype(np.float64) - km.cluster_centers_[None]) ** 2).sum(2), 1)
+    np.testing.assert_allclose(km.margin(x), d2[:, 1] - d2[:, 0], rtol=1e-5, atol=1e-6)
+    assert (km.margin(x) >= 0).all()

@@ -8,7 +8,7 @@ import torch
 
 from deepstdp.config import TrainConfig
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
-from deepstdp.targets import centroids, sinkhorn
+from deepstdp.targets import centroids, sinkhorn, uniform_sample
 from deepstdp.training import learning_rate
 
 
@@ -55,3 +55,32 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
     assert lrs[-1] < 0.001
     assert learning_rate(TrainConfig(schedule="constant", lr=0.3), 17, 5) == 0.3
+
+
+def test_surest_keeps_the_highest_margins_of_every_cluster():
+    from deepstdp.training import surest
+
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    margins = np.array([0.1, 0.9, 0.5, 0.2, 0.2, 0.0])
+    np.testing.assert_array_equal(surest(labels, margins, 0.5),
+                                  [False, True, True, True, False, True])
+    assert surest(labels, margins, 1.0).all()
+
+
+def test_uniform_sample_draws_only_kept_images():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 25)
+    keep = np.arange(100) % 3 == 0
+    idx = uniform_sample(labels, 100, rng, keep)
+    assert len(idx) == 100 and keep[idx].all() and set(labels[idx]) == {0, 1, 2, 3}
+    same = uniform_sample(labels, 100, np.random.default_rng(1), np.ones(100, bool))
+    np.testing.assert_array_equal(same, uniform_sample(labels, 100, np.random.default_rng(1)))
+
+
+def test_kept_targets_matches_cluster_ids_one_to_one():
+    from deepstdp.training import kept_targets
+
+    last = np.array([0, 0, 1, 1, 2, 2])
+    assert kept_targets(None, last) is None
+    assert kept_targets(last, (last + 1) % 3) == 1.0  # the same partition, ids permuted
+    assert kept_targets(last, np.array([0, 0, 1, 2, 2, 2])) == 5 / 6

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from deepstdp.config import TrainConfig
+from deepstdp.snn_settings import STDPSettings
 from deepstdp.training import train
 
 # Small and quick: fp32 skips the bf16 timing probe, 20 target clusters keep k-means cheap.
@@ -74,7 +75,8 @@ def test_deep_stdp_loop_checkpoints_the_spiking_layer_and_resumes_exactly(tmp_pa
                 **SMALL)
     a = train(TrainConfig(epochs=2, **stdp), tmp_path / "a", quiet=True)
     assert a[-1]["acc"] > 0.3 and min(a[-1]["cluster_sizes"]) > 0
-    assert a[-1]["stdp_passes"] == 3  # carried over: one pass per epoch, epochs 0-2
+    # Carried over: per epoch (0-2) one online pass and the consolidation passes.
+    assert a[-1]["stdp_passes"] == 3 * (1 + STDPSettings().consolidation)
     ck = torch.load(tmp_path / "a" / "checkpoint.pt")  # plain torch.load: weights only
     # Overclustering: a 20-neuron layer makes the targets, a 10-neuron one is evaluated.
     assert ck["clusterer"]["evaluated"]["weights"].shape[1] == 10
@@ -135,6 +137,22 @@ def test_reset_head_sinkhorn_and_shuffle_options_run_and_balance(tmp_path):
     assert sizes.min() > 0.5 * sizes.mean() and sizes.max() < 1.5 * sizes.mean()
     assert rows[-1]["target_sizes_min_max"] == [int(sizes.min()), int(sizes.max())]
     assert ck["prototypes"].shape == (20, 64)  # proj_dim 0: the features are clustered
+
+
+def test_confident_targets_train_and_a_run_with_them_resumes_exactly(tmp_path):
+    import torch
+
+    cfg = dict(epochs=2, seed=1, target_keep=0.5, **SMALL)
+    a = train(TrainConfig(**cfg), tmp_path / "a", quiet=True)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt")  # plain torch.load: weights only
+    keep, targets = ck["target_keep"].numpy(), ck["targets"].numpy()
+    for c in np.unique(targets):  # the surer half (rounded up) of every cluster
+        assert keep[targets == c].sum() == np.ceil(0.5 * (targets == c).sum())
+    assert all(abs(r["target_trained"] - keep.mean()) < 1e-12 for r in a[-1:])
+    assert a[0]["target_kept"] is None and 0 < a[1]["target_kept"] <= 1
+    train(TrainConfig(**{**cfg, "epochs": 1}), tmp_path / "b", quiet=True)
+    b = train(TrainConfig(**cfg), tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(b) == strip_times(a)
 
 
 def test_precision_auto_is_a_measured_choice():

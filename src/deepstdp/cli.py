@@ -111,7 +111,7 @@ def add_loop_args(p: argparse.ArgumentParser, g: Any) -> None:
     g.add_argument("--k-train", type=int,
                    help="clusters that make the training targets (default 10 * k)")
     g.add_argument("--align-pca", action=argparse.BooleanOptionalAction, default=None,
-                   help="rotate each epoch's PCA basis onto the last one's (default off)")
+                   help="rotate each epoch's PCA basis onto the last one's (default on)")
     g.add_argument("--stdp-carry", choices=CARRIES,
                    help="spiking layer across epochs (default continue)")
     g = p.add_argument_group("targets and top layer (docs/learning.md)")
@@ -123,6 +123,8 @@ def add_loop_args(p: argparse.ArgumentParser, g: Any) -> None:
                    help="uniform over clusters (default) or shuffle")
     g.add_argument("--balance", choices=BALANCES,
                    help="sinkhorn: equal-size targets (SeLa); default none")
+    g.add_argument("--target-keep", type=float,
+                   help="fraction of each target cluster, the surest, trained on (default 1)")
     g = p.add_argument_group("augmentation")
     g.add_argument("--views", type=int, help="augmented views per image and step (default 2)")
     g.add_argument("--crop-scale", type=float, help="smallest crop area fraction (default 0.2)")

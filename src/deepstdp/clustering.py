@@ -220,6 +220,11 @@ class Clusterer(ClusterMixin, BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
+    @abstractmethod
+    def margin(self, X: Any) -> np.ndarray:
+        """How sure the fitted clusterer is of each sample's cluster, larger is surer, ranking
+        samples within a clusterer (the loop keeps the surest targets by it)."""
+
     def _validate_fit_input(self, X: Any) -> np.ndarray:
         """X as float32 (samples, features), setting n_features_in_; checks that n_clusters
         is a positive integer and that there are at least n_clusters samples."""
@@ -287,6 +292,15 @@ class KMeansClustering(Clusterer):
         x = self._validate_input(X)
         return pairwise_distances_argmin(x, self.cluster_centers_).astype(np.int64)
 
+    def margin(self, X: Any) -> np.ndarray:
+        """Squared distance to the second-nearest centre minus that to the nearest."""
+        x = self._validate_input(X)
+        if self.n_clusters == 1:
+            return np.zeros(len(x))
+        d2 = _squared_distances(x, self.cluster_centers_)
+        two = np.partition(d2, 1, axis=1)[:, :2]
+        return (two[:, 1] - two[:, 0]).astype(np.float64)
+
     def state_dict(self) -> dict[str, Any]:
         if not hasattr(self, "labels_"):
             return {}
@@ -297,6 +311,13 @@ class KMeansClustering(Clusterer):
             self.labels_ = state_array(state["labels"], np.int64)
             self.cluster_centers_ = state_array(state["centers"], np.float32)
             self.n_features_in_ = self.cluster_centers_.shape[1]
+
+
+def _squared_distances(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+    """(samples, centres) squared Euclidean distances, in float64."""
+    x64, c64 = x.astype(np.float64), centers.astype(np.float64)
+    d2 = (x64 ** 2).sum(axis=1)[:, None] - 2 * x64 @ c64.T + (c64 ** 2).sum(axis=1)[None]
+    return np.maximum(d2, 0.0)
 
 
 def _choose_backend(backend: str, n_samples: int, n_features: int, n_clusters: int) -> str:

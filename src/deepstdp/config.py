@@ -65,6 +65,7 @@ RULES: dict[str, Rule] = {
     "kmeans_backend": Rule(choices=KMEANS_BACKENDS),
     "head": Rule(choices=HEADS), "temperature": Rule(0, low_open=True),
     "sampling": Rule(choices=SAMPLINGS), "balance": Rule(choices=BALANCES),
+    "target_keep": Rule(0, 1, low_open=True),
     "views": Rule(1, 64), "crop_scale": Rule(0, 1, low_open=True),
     "jitter": Rule(0, 1, high_open=True), "grayscale": Rule(0, 1), "epochs": Rule(1, 100_000),
     "batch_size": Rule(2, 65536), "lr": Rule(0, low_open=True),
@@ -176,7 +177,7 @@ class TrainConfig:
     stdp: STDPSettings = field(default_factory=STDPSettings)
     """The spiking clustering layer's settings (deepstdp.snn_settings, docs/snn.md); in a
     config file or config.json an object of the fields that differ from the defaults."""
-    align_pca: bool = False
+    align_pca: bool = True
     """Rotate each epoch's PCA basis onto the last epoch's (orthogonal Procrustes on the
     training embeddings), so that a spiking layer carried over meets its inputs in the basis it
     learnt them in. Distances are unchanged, so k-means is indifferent to it."""
@@ -197,6 +198,11 @@ class TrainConfig:
     balance: str = "none"
     """'sinkhorn': re-assign the targets with equal cluster sizes by Sinkhorn-Knopp on the
     similarity to the centroids (SeLa); 'none': the clusterer's own assignment."""
+    target_keep: float = 1.0
+    """Fraction of each target cluster's images, the ones its clusterer is surest of
+    (`Clusterer.margin`: the spiking layer's lead of the winner over the runner-up, k-means's
+    distance margin), that train the network in the next epoch; the rest sit it out (SCAN's
+    self-labelling keeps only confident samples). 1: every image."""
 
     # Augmentation
     views: int = 2

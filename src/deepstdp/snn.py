@@ -22,6 +22,7 @@ choices and the tuning of the defaults.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from dataclasses import dataclass
 from numbers import Integral
@@ -30,10 +31,10 @@ from typing import Any, NamedTuple, Self
 import numba
 import numpy as np
 from numba import njit, prange
-from sklearn.cluster import SpectralClustering
+from sklearn.cluster import SpectralClustering, kmeans_plusplus
 from sklearn.utils import check_random_state
 
-from deepstdp.clustering import Clusterer, state_array, state_tensors
+from deepstdp.clustering import Clusterer, _check_fitted, state_array, state_tensors
 from deepstdp.snn_settings import STDPSettings
 from deepstdp.util import DeepSTDPError
 
@@ -56,6 +57,8 @@ class _Dyn(NamedTuple):
     nu_pre: float  # absolute weight units
     nu_post: float
     wmax: float
+    signed: bool  # push-pull synapses: an input cell's weight also inhibits via its partner
+    l2: bool  # weight normalisation: L2 norm of the signed weights, else the sum (L1)
 
 
 class _Work(NamedTuple):
@@ -80,6 +83,8 @@ class _Work(NamedTuple):
     last_pre: np.ndarray  # (inputs,) int64 step of the input's last spike, -1 if none
     pre_list: np.ndarray  # (inputs,) int64: the inputs that spiked
     state: np.ndarray  # (1,) uint64 random stream
+    rate: np.ndarray  # (neurons,) float32 learning-rate factor (annealing), 1 unless annealed
+    acc: np.ndarray  # (inputs, neurons) float64 potentiation summed over a pass, or 0 x 0
 
 
 class Readout(NamedTuple):
@@ -93,6 +98,9 @@ class Readout(NamedTuple):
     """(samples,) int64 presentations: 1, or more when no neuron spiked and it was re-shown."""
     silent: np.ndarray
     """(samples,) bool: no neuron spiked in any show; the neuron closest to threshold won."""
+    margin: np.ndarray
+    """(samples,) float64 confidence: the winner's lead over the runner-up, in spikes of the
+    last show (readout 'spikes') or in mV of expected potential (readout 'current')."""
 
     @property
     def n_reshown(self) -> int:
@@ -140,7 +148,7 @@ def _uniform(state: np.ndarray) -> float:
 
 
 @njit(cache=True)
-def _work(n_in: int, n: int, n_steps: int) -> _Work:
+def _work(n_in: int, n: int, n_steps: int, consolidate: bool = False) -> _Work:
     cap = n_in * n_steps  # most input spikes one show can have
     f32, i64 = np.float32, np.int64
     return _Work(np.full(n_steps, -1, np.int32), np.empty(cap, np.int32),
@@ -148,7 +156,8 @@ def _work(n_in: int, n: int, n_steps: int) -> _Work:
                  np.empty(n, f32), np.empty(n, f32), np.empty(n, f32), np.empty(n),
                  np.empty(n, i64), np.empty(n, i64), np.empty(n, i64), np.empty(n, i64),
                  np.empty(n, i64), np.empty(n, i64), np.empty(n_in, i64), np.empty(n_in, i64),
-                 np.empty(1, np.uint64))
+                 np.empty(1, np.uint64), np.ones(n, f32),
+                 np.zeros((n_in, n) if consolidate else (0, 0)))
 
 
 @njit(cache=True)
@@ -211,7 +220,7 @@ def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
     wk.first (step of the first spike, -1 if none), wk.fired[:nf] and wk.peak (the highest
     v - threshold reached). rec_* are (steps, neurons) recordings, or 0 x 0 for none.
     """
-    n = w.shape[1]
+    n, d = w.shape[1], w.shape[0] // 2
     head, nxt, ev = wk.head, wk.nxt, wk.ev
     v, cur, gate, base, peak, a32, a = wk.v, wk.cur, wk.gate, wk.base, wk.peak, wk.a32, wk.a
     counts, first, last_post, fired = wk.counts, wk.first, wk.last_post, wk.fired
@@ -253,13 +262,16 @@ def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
         e, inputs = head[t], False
         while e >= 0:
             i = ev[e]
-            if inputs:
+            if not inputs:
+                cur[:] = 0.0
+                inputs = True
+            if k.signed:  # the partner cell's weight counts against: current (w_on - w_off).x
+                ip = i + d if i < d else i - d
                 for j in range(n):
-                    cur[j] += w[i, j]
+                    cur[j] += w[i, j] - w[ip, j]
             else:
                 for j in range(n):
-                    cur[j] = w[i, j]
-                inputs = True
+                    cur[j] += w[i, j]
             if last_pre[i] < 0:
                 pre_list[n_pre] = i
                 n_pre += 1
@@ -267,7 +279,8 @@ def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
             if learn:
                 for q in range(nf):
                     j = fired[q]
-                    w[i, j] = max(w[i, j] - nu_pre * post_decay[t - last_post[j]], zero)
+                    w[i, j] = max(w[i, j] - nu_pre * wk.rate[j] * post_decay[t - last_post[j]],
+                                  zero)
             e = nxt[e]
         # One pass over the neurons, vectorised: no float reductions, a count of crossings.
         hits = 0
@@ -310,10 +323,15 @@ def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
                 a[best] += k.theta_plus / g
                 a32[best] = a[best]
             if learn:
+                nu_post = k.nu_post * wk.rate[best]
                 for q in range(n_pre):
                     i = pre_list[q]
-                    w[i, best] = min(w[i, best] + k.nu_post * pre_decay[t - last_pre[i]],
+                    w[i, best] = min(w[i, best] + nu_post * pre_decay[t - last_pre[i]],
                                      k.wmax)
+            if wk.acc.shape[0] > 0:  # a consolidation pass: potentiation summed, not applied
+                for q in range(n_pre):
+                    i = pre_list[q]
+                    wk.acc[i, best] += pre_decay[t - last_pre[i]]
         if record:
             rec_v[t] = v
             rec_theta[t] = g * a
@@ -326,27 +344,36 @@ def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
 
 
 @njit(cache=True)
-def _normalize(w: np.ndarray, norm: float) -> None:
-    """Scale each neuron's input weights (a column) to sum to `norm`."""
-    s = np.zeros(w.shape[1], np.float32)
-    for i in range(w.shape[0]):  # row by row: w is C-ordered
-        s += w[i]
-    f = np.where(s > 0, np.float32(norm) / s, np.float32(1.0)).astype(np.float32)
+def _column_size(w: np.ndarray, j: int, l2: bool) -> np.float32:
+    """A neuron's weight size: the sum of its weights, or with `l2` the L2 norm of its signed
+    weights w_on - w_off (the vector that push-pull synapses project the sample on)."""
+    s = np.float32(0.0)
+    if l2:
+        d = w.shape[0] // 2
+        for i in range(d):
+            m = w[i, j] - w[i + d, j]
+            s += m * m
+        return np.float32(np.sqrt(s))
     for i in range(w.shape[0]):
-        w[i] *= f
+        s += w[i, j]
+    return s
 
 
 @njit(cache=True)
-def _normalize_columns(w: np.ndarray, columns: np.ndarray, norm: float) -> None:
-    """`_normalize` for the given columns only: those whose weights STDP changed."""
+def _normalize_columns(w: np.ndarray, columns: np.ndarray, norm: float, l2: bool) -> None:
+    """Scale the given neurons' input weights (columns) to size `norm` (`_column_size`)."""
     for j in columns:
-        s = np.float32(0.0)
-        for i in range(w.shape[0]):
-            s += w[i, j]
+        s = _column_size(w, j, l2)
         if s > 0:
             f = np.float32(norm) / s
             for i in range(w.shape[0]):
                 w[i, j] *= f
+
+
+@njit(cache=True)
+def _normalize(w: np.ndarray, norm: float, l2: bool = False) -> None:
+    """Scale each neuron's input weights (a column) to size `norm` (`_column_size`)."""
+    _normalize_columns(w, np.arange(w.shape[1]), norm, l2)
 
 
 @njit(cache=True)
@@ -387,7 +414,7 @@ def _show(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: n
         nf = _present(w, theta, k, pre_decay, post_decay, learn, learn, wk, no_f, no_b, no_f)
         if nf > 0:
             if learn:
-                _normalize_columns(w, wk.fired[:nf], norm)
+                _normalize_columns(w, wk.fired[:nf], norm, k.l2)
             winner = _best(wk.counts, wk.first, wk.peak, -1)
             return winner, _best(wk.counts, wk.first, wk.peak, winner), show + 1
     winner = _best(wk.counts, wk.first, wk.peak, -1)
@@ -398,15 +425,55 @@ def _show(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: n
 def _train_pass(x: np.ndarray, order: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
                 pre_decay: np.ndarray, post_decay: np.ndarray, n_steps: int, intensity: float,
                 intensity_step: float, max_reshow: int, dt: float, norm: float,
-                seed: np.uint64, pass_no: int, winners: np.ndarray, shows: np.ndarray,
-                spikes: np.ndarray) -> None:
-    """One pass of online learning over x[order], one sample at a time (truly sequential)."""
+                seed: np.uint64, pass_no: int, anneal: float, won: np.ndarray,
+                winners: np.ndarray, shows: np.ndarray, spikes: np.ndarray) -> None:
+    """One pass of online learning over x[order], one sample at a time (truly sequential).
+
+    won: each neuron's wins so far in this fit / partial_fit call (updated). With anneal > 0 a
+    neuron's STDP rates are scaled by 1 / (1 + won / anneal): online k-means's 1/n step, so
+    that its weights settle on the mean of the samples it wins instead of tracking the last few.
+    """
     wk = _work(w.shape[0], w.shape[1], n_steps)
+    if anneal > 0:
+        for j in range(w.shape[1]):
+            wk.rate[j] = 1.0 / (1.0 + won[j] / anneal)
     for s in range(order.shape[0]):
-        winners[s], _, shows[s] = _show(x[order[s]], w, theta, k, pre_decay, post_decay, True,
-                                        intensity, intensity_step, max_reshow, dt, norm,
-                                        _key(seed, pass_no, np.uint64(order[s])), wk)
+        winner, _, shows[s] = _show(x[order[s]], w, theta, k, pre_decay, post_decay, True,
+                                    intensity, intensity_step, max_reshow, dt, norm,
+                                    _key(seed, pass_no, np.uint64(order[s])), wk)
+        winners[s] = winner
+        won[winner] += 1.0
+        if anneal > 0:
+            wk.rate[winner] = 1.0 / (1.0 + won[winner] / anneal)
         spikes += wk.counts
+
+
+@njit(cache=True, parallel=True)
+def _consolidation_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
+                        pre_decay: np.ndarray, post_decay: np.ndarray, n_steps: int,
+                        intensity: float, intensity_step: float, max_reshow: int, dt: float,
+                        norm: float, seed: np.uint64, pass_no: int, n_chunks: int) -> None:
+    """A pass of batch STDP: the network frozen while it is shown every sample (so chunks run
+    in parallel), each synapse sums the potentiation its neuron's spikes would have made, and
+    at the end every neuron that spiked takes that sum as its weights, normalised. With the
+    online passes' constant rates a neuron's weights are an imprint of its last few samples;
+    this makes them the average of all it won (Lloyd's step of k-means, the spikes assigning)."""
+    sums = np.zeros((n_chunks, w.shape[0], w.shape[1]))
+    for c in prange(n_chunks):
+        wk = _work(w.shape[0], w.shape[1], n_steps, True)
+        for s in range(c * x.shape[0] // n_chunks, (c + 1) * x.shape[0] // n_chunks):
+            _show(x[s], w, theta, k, pre_decay, post_decay, False, intensity, intensity_step,
+                  max_reshow, dt, 0.0, _key(seed, pass_no, np.uint64(s)), wk)
+        sums[c] = wk.acc
+    acc = sums.sum(axis=0)
+    for j in range(w.shape[1]):
+        total = 0.0
+        for i in range(w.shape[0]):
+            total += acc[i, j]
+        if total > 0:
+            for i in range(w.shape[0]):
+                w[i, j] = acc[i, j]
+            _normalize_columns(w, np.array([j]), norm, k.l2)
 
 
 @njit(cache=True, parallel=True)
@@ -414,7 +481,7 @@ def _frozen_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
                  pre_decay: np.ndarray, post_decay: np.ndarray, n_steps: int, intensity: float,
                  intensity_step: float, max_reshow: int, dt: float, seed: np.uint64,
                  n_chunks: int, winners: np.ndarray, runners: np.ndarray,
-                 shows: np.ndarray) -> None:
+                 shows: np.ndarray, margins: np.ndarray) -> None:
     """Frozen network (no STDP, thresholds fixed): samples are independent, so chunks of them
     run in parallel. Each sample's spike trains are keyed by its bytes, so its result depends
     neither on the threads nor on the other samples of the batch or their order."""
@@ -424,6 +491,42 @@ def _frozen_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: _Dyn,
             winners[s], runners[s], shows[s] = _show(
                 x[s], w, theta, k, pre_decay, post_decay, False, intensity, intensity_step,
                 max_reshow, dt, 0.0, _key(seed, _FROZEN_PASS, _digest(x[s])), wk)
+            margins[s] = wk.counts[winners[s]] - wk.counts[runners[s]] if runners[s] >= 0 else 0
+
+
+@njit(cache=True, parallel=True)
+def _expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, gain: float,
+                   signed: bool, winners: np.ndarray, runners: np.ndarray,
+                   margins: np.ndarray) -> None:
+    """The noise-free readout of every sample: each neuron's expected input per step from the
+    sample's first-show rates, times `gain` (the potential above rest that it settles at),
+    minus its threshold theta; the highest wins. Summed in a fixed order per sample, so a
+    result depends on the sample alone, not on its batch or the thread count."""
+    d, n = x.shape[1], w.shape[1]
+    for s in prange(x.shape[0]):
+        scale = 0.0
+        for k in range(d):
+            scale = max(scale, abs(x[s, k]))
+        best, second = -1, -1
+        best_score, second_score = -np.inf, -np.inf
+        for j in range(n):
+            drive = 0.0
+            for k in range(d if scale > 0.0 else 0):
+                r = pmax * x[s, k] / scale
+                if signed:
+                    drive += r * (w[k, j] - w[d + k, j])
+                elif r > 0:
+                    drive += r * w[k, j]
+                else:
+                    drive -= r * w[d + k, j]
+            score = drive * gain - theta[j]
+            if score > best_score:
+                second, second_score = best, best_score
+                best, best_score = j, score
+            elif score > second_score:
+                second, second_score = j, score
+        winners[s], runners[s] = best, second
+        margins[s] = best_score - second_score if second >= 0 else 0.0
 
 
 # ------------------------------------------------------------------------------ estimator
@@ -501,6 +604,12 @@ class STDPClustering(Clusterer):
         norm: float | None = STDPSettings.norm,
         drive: float = STDPSettings.drive,
         init: str = STDPSettings.init,
+        synapse: str = STDPSettings.synapse,
+        weight_norm: str = STDPSettings.weight_norm,
+        inference: str = STDPSettings.inference,
+        anneal: float | None = STDPSettings.anneal,
+        consolidation: int = STDPSettings.consolidation,
+        n_init: int = STDPSettings.n_init,
     ):
         self.n_clusters = n_clusters
         self.random_state = random_state
@@ -527,17 +636,43 @@ class STDPClustering(Clusterer):
         self.norm = norm
         self.drive = drive
         self.init = init
+        self.synapse = synapse
+        self.weight_norm = weight_norm
+        self.inference = inference
+        self.anneal = anneal
+        self.consolidation = consolidation
+        self.n_init = n_init
 
     # ------------------------------------------------------------------ public API
 
     def fit(self, X: Any, y: Any = None) -> Self:
-        """Re-initialise, train `epochs` passes, then label X with the frozen network."""
+        """Re-initialise, train `epochs` passes, then label X with the frozen network; with
+        n_init > 1, keep the best of that many starts (`quality`)."""
         settings = self._check_params()
         x = _writable(self._validate_fit_input(X))
         self.seed_ = self._seed()
-        self._init_state(x, settings)
-        self._train(x, settings)
+        best: tuple[float, dict[str, Any]] | None = None
+        for start in range(self.n_init):
+            self._init_state(x, settings, start)
+            self._train(x, settings)
+            if self.n_init > 1:
+                q = self.quality(x)
+                if best is None or q > best[0]:
+                    best = (q, copy.deepcopy({k: v for k, v in vars(self).items()
+                                              if k.endswith("_")}))
+        if best is not None:
+            vars(self).update(best[1])
         return self
+
+    def quality(self, X: Any) -> float:
+        """How well the neurons' weights fit X, without labels: the mean over samples of the
+        winner's expected input current (noise-free, thresholds left out), in units of the
+        current a weight vector identical to the sample's rates would get. Higher is better;
+        fit chooses among its n_init starts by it, as k-means chooses by inertia."""
+        _check_fitted(self)
+        x = _writable(self._validate_input(X))
+        drive = self._drive(x)
+        return float(drive.max(axis=1).mean() / self._self_drive(x))
 
     def partial_fit(self, X: Any, y: Any = None) -> Self:
         """Train `epochs` more passes from the current state (fit if unfitted), relabel X."""
@@ -554,12 +689,17 @@ class STDPClustering(Clusterer):
         """
         return self.readout(X).labels
 
+    def margin(self, X: Any) -> np.ndarray:
+        """Each sample's winner's lead over the runner-up (`readout`'s margin): spikes, or mV
+        of expected potential with inference 'current'."""
+        return self.readout(X).margin
+
     def readout(self, X: Any) -> Readout:
         """`predict` with each sample's winning neuron and re-show counts."""
-        winners, runners, shows = self._frozen(_writable(self._validate_input(X)))
+        winners, runners, shows, margins = self._frozen(_writable(self._validate_input(X)))
         silent = shows > self.max_reshow + 1
         return Readout(self.neuron_cluster_[winners], winners, np.where(silent, shows - 1, shows),
-                       silent)
+                       silent, margins)
 
     def simulate(self, spikes: np.ndarray, weights: np.ndarray | None = None,
                  theta: np.ndarray | None = None, learn: bool = False,
@@ -584,6 +724,9 @@ class STDPClustering(Clusterer):
             raise DeepSTDPError(f"raster {spikes.shape} and weights {w.shape} do not match")
         if th.shape != (w.shape[1],):
             raise DeepSTDPError(f"theta {th.shape} does not match {w.shape[1]} neurons")
+        if self.synapse == "push-pull" and w.shape[0] % 2:
+            raise DeepSTDPError(f"push-pull synapses pair on and off cells: {w.shape[0]} inputs "
+                                "is odd")
         steps, n = spikes.shape[0], w.shape[1]
         t, i = np.nonzero(spikes)
         wk = _work(w.shape[0], n, steps)
@@ -604,7 +747,8 @@ class STDPClustering(Clusterer):
             return {}
         return {"stdp_reshown": self.labels_reshown_, "stdp_silent": self.labels_silent_,
                 "stdp_train_reshown": self.train_reshown_, "stdp_train_silent": self.train_silent_,
-                "stdp_dead_neurons": int((self.history_["wins"][-1] == 0).sum()),
+                "stdp_dead_neurons": int((self.history_["wins"][-1] == 0).sum())
+                if self.history_["wins"] else 0,
                 "stdp_theta_mean": float(self.theta_.mean()), "stdp_passes": self.passes_}
 
     def state_dict(self) -> dict[str, Any]:
@@ -675,12 +819,15 @@ class STDPClustering(Clusterer):
         return 300.0 * n_neurons * settings.time * settings.dt
 
     def _dyn(self, n_inputs: int, norm: float, tau_theta: float) -> _Dyn:
-        unit = norm / n_inputs  # the mean weight: unit of nu_pre, nu_post and wmax
+        l2 = self.weight_norm == "l2"
+        # The typical weight, unit of nu_pre, nu_post and wmax: the mean weight of a column
+        # summing to norm, or the RMS signed weight of a column of L2 norm `norm`.
+        unit = norm / np.sqrt(n_inputs / 2) if l2 else norm / n_inputs
         return _Dyn(float(self.v_rest), float(self.v_reset), float(self.v_thresh),
                     float(np.exp(-self.dt / self.tau_m)), round(self.refractory / self.dt),
                     float(self.theta_plus), float(np.exp(-self.dt / tau_theta)),
                     float(self.inhibition), self.nu_pre * unit, self.nu_post * unit,
-                    self.wmax * unit)
+                    self.wmax * unit, self.synapse == "push-pull", l2)
 
     def _decay(self, tau: float, steps: int) -> np.ndarray:
         """A trace k steps after its spike, for k = 0..steps."""
@@ -693,23 +840,30 @@ class STDPClustering(Clusterer):
                 int(self.time), float(self.intensity), float(self.intensity_step),
                 int(self.max_reshow), float(self.dt))
 
-    def _init_state(self, x: np.ndarray, settings: STDPSettings) -> None:
+    def _init_state(self, x: np.ndarray, settings: STDPSettings, start: int = 0) -> None:
         self.n_neurons_ = settings.n_neurons or self.n_clusters
         self.tau_theta_ = self._tau_theta(settings, self.n_neurons_)
-        rng = np.random.default_rng([self.seed_, 0])
+        rng = np.random.default_rng([self.seed_, 0] + ([start] if start else []))
         d = x.shape[1]
         if self.init == "random":
             w = rng.random((2 * d, self.n_neurons_))
         else:
-            pick = x[rng.choice(len(x), self.n_neurons_, replace=len(x) < self.n_neurons_)]
+            if self.init == "kmeans++" and len(x) >= self.n_neurons_:
+                unit = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+                _, index = kmeans_plusplus(unit, self.n_neurons_,
+                                           random_state=int(rng.integers(2**31)))
+                pick = x[index]
+            else:
+                pick = x[rng.choice(len(x), self.n_neurons_, replace=len(x) < self.n_neurons_)]
             pick = pick / np.abs(pick).max(axis=1, keepdims=True).clip(1e-12)
             w = np.concatenate([pick.clip(0), (-pick).clip(0)], axis=1).T
             w = w + 0.1 * rng.random(w.shape)
         self.weights_ = np.ascontiguousarray(w, dtype=np.float32)
         self.norm_ = float(self.norm) if self.norm is not None else self._calibrate_norm(x, rng)
-        _normalize(self.weights_, self.norm_)
+        _normalize(self.weights_, self.norm_, self.weight_norm == "l2")
         self.theta_ = np.zeros(self.n_neurons_)
         self.passes_ = 0
+        self.train_reshown_ = self.train_silent_ = 0
         self.history_: dict[str, list[np.ndarray]] = {k: [] for k in _HISTORY}
 
     def _calibrate_norm(self, x: np.ndarray, rng: np.random.Generator) -> float:
@@ -720,9 +874,15 @@ class STDPClustering(Clusterer):
         rates = np.concatenate([a.clip(0), (-a).clip(0)], axis=1)
         m = min(50, len(rates) // 2) or 1
         protos, samples = rates[:m] + 0.1, rates[m:] if len(rates) > m else rates
-        protos /= protos.sum(axis=1, keepdims=True)
+        if self.synapse == "push-pull":  # the current is (w_on - w_off) . (r_on - r_off)
+            d = x.shape[1]
+            protos, samples = protos[:, :d] - protos[:, d:], samples[:, :d] - samples[:, d:]
+        size = np.linalg.norm(protos, axis=1) if self.weight_norm == "l2" else \
+            np.abs(protos).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            protos /= size[:, None]
         match = (samples @ protos.T).max(axis=1).mean()
-        if match <= 0:
+        if not match > 0:  # all-zero samples (NaN where the prototypes have no size)
             raise DeepSTDPError("the samples are all zero, so the weights cannot be calibrated "
                                 "to them; give norm to fit them anyway")
         return float(self.drive / (self.intensity * self.dt / 1000.0 * match))
@@ -734,32 +894,99 @@ class STDPClustering(Clusterer):
                                 f"for {settings.n_neurons or self.n_clusters}: fit again")
         self.tau_theta_ = self._tau_theta(settings, n_neurons)
         args, n = self._kernel_args(), len(x)
+        won = np.zeros(n_neurons)
         for _ in range(self.epochs):
             order = np.random.default_rng([self.seed_, 1, self.passes_]).permutation(n)
             winners, shows = np.empty(n, np.int64), np.empty(n, np.int64)
             spikes = np.zeros(n_neurons, np.int64)
             _train_pass(x, order, self.weights_, self.theta_, *args, self.norm_,
-                        np.uint64(self.seed_), self.passes_, winners, shows, spikes)
+                        np.uint64(self.seed_), self.passes_, float(self.anneal or 0.0), won,
+                        winners, shows, spikes)
             self.passes_ += 1
             self.history_["spikes"].append(spikes)
             self.history_["wins"].append(np.bincount(winners, minlength=n_neurons))
             self.history_["theta"].append(self.theta_.copy())
             self.train_reshown_ = int((shows > 1).sum())
             self.train_silent_ = int((shows > self.max_reshow + 1).sum())
-        winners, runners, shows = self._frozen(x)
+        for _ in range(self.consolidation):
+            if self.inference == "current":
+                self._expected_consolidation(x)
+            else:
+                _consolidation_pass(x, self.weights_, self.theta_, *args, self.norm_,
+                                    np.uint64(self.seed_), self.passes_,
+                                    max(1, min(n, 4 * numba.get_num_threads())))
+            self.passes_ += 1
+        winners, runners, shows, _ = self._frozen(x)
         self._map_neurons(winners, runners)
         self.labels_ = self.neuron_cluster_[winners]
         self.labels_reshown_ = int((shows > 1).sum())
         self.labels_silent_ = int((shows > self.max_reshow + 1).sum())
 
-    def _frozen(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Winner, runner-up neuron and shows (max_reshow + 2: silent) of every sample."""
+    def _frozen(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Winner, runner-up neuron, shows (max_reshow + 2: silent) and the winner's margin
+        for every sample."""
+        if self.inference == "current":
+            return self._expected(x)
         n = len(x)
         winners, runners, shows = (np.empty(n, np.int64) for _ in range(3))
+        margins = np.empty(n)
         _frozen_pass(x, _writable(self.weights_), _writable(self.theta_), *self._kernel_args(),
                      np.uint64(self.seed_),
-                     max(1, min(n, 4 * numba.get_num_threads())), winners, runners, shows)
-        return winners, runners, shows
+                     max(1, min(n, 4 * numba.get_num_threads())), winners, runners, shows,
+                     margins)
+        return winners, runners, shows, margins
+
+    def _expected_consolidation(self, x: np.ndarray) -> None:
+        """`_consolidation_pass` in the noise-free limit of `inference='current'`: the winner of
+        each sample (`_expected`) sums the sample's input rates (the expected pre-synaptic
+        trace its spikes would potentiate by), and each neuron that won takes that sum,
+        normalised, as its weights."""
+        winners = self._expected(x)[0]
+        rates = self._rates(x)
+        on_off = np.concatenate([rates.clip(0), (-rates).clip(0)], axis=1)
+        acc = np.zeros((self.n_neurons_, on_off.shape[1]))
+        np.add.at(acc, winners, on_off)
+        won = np.flatnonzero(acc.sum(axis=1) > 0)
+        self.weights_[:, won] = acc[won].T.astype(np.float32)
+        _normalize_columns(self.weights_, won.astype(np.int64), self.norm_,
+                           self.weight_norm == "l2")
+
+    def _rates(self, x: np.ndarray) -> np.ndarray:
+        """Each sample's first-show spike probability per step, signed (on cells > 0)."""
+        pmax = self.intensity * self.dt / 1000.0
+        return pmax * x / np.abs(x).max(axis=1, keepdims=True).clip(1e-12)
+
+    def _drive(self, x: np.ndarray) -> np.ndarray:
+        """(samples, neurons) expected input per step (mV) at the first show."""
+        d, rates = x.shape[1], self._rates(x)
+        w = self.weights_.astype(np.float64)
+        if self.synapse == "push-pull":
+            return rates @ (w[:d] - w[d:])
+        return rates.clip(0) @ w[:d] + (-rates).clip(0) @ w[d:]
+
+    def _self_drive(self, x: np.ndarray) -> float:
+        """The mean drive of each sample on a neuron whose weights are its own rates (scaled
+        to norm_): the unit of `quality`."""
+        rates = self._rates(x)
+        if self.weight_norm == "l2":
+            size = np.linalg.norm(rates, axis=1)
+            return float(self.norm_ * size.mean())
+        full = np.abs(rates)
+        return float(self.norm_ * ((full * full).sum(axis=1) / full.sum(axis=1)).mean())
+
+    def _expected(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The noise-free readout: each neuron's expected input current from the sample's
+        first-show rates, as the potential it would settle at above rest, against its
+        threshold theta; the neuron furthest above wins, which is the neuron that the
+        spiking layer makes fire first and most in expectation. Its lead over the runner-up
+        (mV) is the margin."""
+        n = len(x)
+        winners, runners, margins = np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n)
+        _expected_pass(x, _writable(self.weights_), _writable(self.theta_),
+                       self.intensity * self.dt / 1000.0,
+                       1.0 / (1.0 - np.exp(-self.dt / self.tau_m)), self.synapse == "push-pull",
+                       winners, runners, margins)
+        return winners, runners, np.ones(n, np.int64), margins
 
     def _map_neurons(self, winners: np.ndarray, runners: np.ndarray) -> None:
         """Neuron -> cluster: identity, or spectral clustering of the co-activation graph.

@@ -17,7 +17,12 @@ from typing import Any
 
 from deepstdp.util import DeepSTDPError
 
-INITS = ("data", "random")
+INITS = ("data", "kmeans++", "random")
+SYNAPSES = ("excitatory", "push-pull")
+WEIGHT_NORMS = ("sum", "l2")
+INFERENCES = ("spikes", "current")
+_CHOICES = {"init": INITS, "synapse": SYNAPSES, "weight_norm": WEIGHT_NORMS,
+            "inference": INFERENCES}
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,38 @@ class STDPSettings:
     """With norm None: input per step (mV) that a typical sample gives the best-matching of 50
     neurons shaped like other samples. One value suits 16- to 256-d whitened features; raw
     non-negative pixels want about 0.2."""
-    init: str = "data"
+    init: str = "kmeans++"
     """'data': each neuron starts from the input rates of a random sample plus U[0, 0.1), so no
-    neuron starts hopeless; 'random': uniform weights (Diehl & Cook)."""
+    neuron starts hopeless; 'kmeans++': the same from samples picked k-means++-style (each
+    next pick far, in cosine, from those already picked), so the neurons start spread over the
+    data; 'random': uniform weights (Diehl & Cook)."""
+    synapse: str = "push-pull"
+    """'excitatory': an input cell's spike adds its weight (Diehl & Cook); 'push-pull': it also
+    subtracts the weight its partner cell (the other polarity of the same feature) has, so a
+    neuron's current is (w_on - w_off) . x, a signed projection, and a feature of the wrong sign
+    counts against a neuron instead of not at all."""
+    weight_norm: str = "l2"
+    """What normalisation keeps equal across neurons: 'sum', each neuron's weight sum (Diehl &
+    Cook); 'l2', the L2 norm of its signed weights w_on - w_off, so that with push-pull the
+    largest current goes to the neuron closest in angle to the sample, as in spherical k-means."""
+    anneal: float | None = None
+    """Learning-rate annealing: a neuron's STDP rates are divided by 1 + wins / anneal, its wins
+    counted from the start of each fit / partial_fit call (online k-means's 1/n step: its
+    weights settle on the mean of what it won); None: constant rates (Diehl & Cook)."""
+    consolidation: int = 10
+    """Passes of batch STDP after the online ones in each fit / partial_fit: the network is
+    frozen while every sample is shown, each synapse sums the potentiation its neuron's spikes
+    would make, and at the end each neuron's weights become that sum, normalised (the average of
+    what it won, Lloyd's step of k-means with the spiking layer assigning)."""
+    n_init: int = 10
+    """Starts of `fit` (each from its own initial weights); the one whose weights fit the data
+    best (`STDPClustering.quality`, no labels) is kept, as k-means keeps the lowest inertia.
+    partial_fit continues the kept one."""
+    inference: str = "current"
+    """How a frozen pass (the labelling pass of fit, predict) names a sample's neuron:
+    'spikes', the one spiking most in a Poisson presentation; 'current', the one whose expected
+    input current lifts it furthest above its threshold (the noise-free limit of the same
+    layer)."""
 
     def validate(self, n_clusters: int | None = None) -> STDPSettings:
         """Check every setting's type and range (and n_neurons >= n_clusters when given).
@@ -104,7 +138,7 @@ class STDPSettings:
 _INT, _REAL = "an integer", "a number"
 _RULES: dict[str, tuple[str, float, bool, bool]] = {
     "n_neurons": (_INT, 1, True, True), "time": (_INT, 1, True, False),
-    "epochs": (_INT, 1, True, False), "max_reshow": (_INT, 0, True, False),
+    "epochs": (_INT, 0, True, False), "max_reshow": (_INT, 0, True, False),
     "dt": (_REAL, 0, False, False), "intensity": (_REAL, 0, False, False),
     "intensity_step": (_REAL, 0, True, False), "tau_m": (_REAL, 0, False, False),
     "refractory": (_REAL, 0, True, False), "theta_plus": (_REAL, 0, True, False),
@@ -112,16 +146,18 @@ _RULES: dict[str, tuple[str, float, bool, bool]] = {
     "nu_pre": (_REAL, 0, True, False), "nu_post": (_REAL, 0, True, False),
     "tau_pre": (_REAL, 0, False, False), "tau_post": (_REAL, 0, False, False),
     "wmax": (_REAL, 0, False, False), "norm": (_REAL, 0, False, True),
-    "drive": (_REAL, 0, False, False),
+    "drive": (_REAL, 0, False, False), "anneal": (_REAL, 0, False, True),
+    "consolidation": (_INT, 0, True, False), "n_init": (_INT, 1, True, False),
     "v_rest": (_REAL, -math.inf, False, False), "v_reset": (_REAL, -math.inf, False, False),
     "v_thresh": (_REAL, -math.inf, False, False),
 }
 
 
 def _check(name: str, value: Any) -> None:
-    if name == "init":
-        if value not in INITS:
-            raise DeepSTDPError(f"init must be one of {', '.join(INITS)}, got {value!r}")
+    if name in _CHOICES:
+        if value not in _CHOICES[name]:
+            raise DeepSTDPError(f"{name} must be one of {', '.join(_CHOICES[name])}, "
+                                f"got {value!r}")
         return
     kind, low, closed, none_ok = _RULES[name]
     if value is None and none_ok:

@@ -12,11 +12,16 @@ import torch
 from deepstdp.util import DeepSTDPError
 
 
-def uniform_sample(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    """n indices drawn evenly over the non-empty clusters (DeepCluster's UnifLabelSampler).
+def uniform_sample(labels: np.ndarray, n: int, rng: np.random.Generator,
+                   keep: np.ndarray | None = None) -> np.ndarray:
+    """n indices drawn evenly over the non-empty clusters (DeepCluster's UnifLabelSampler),
+    among the images `keep` marks (default all).
 
     Without it a cluster that swallowed half the data would dominate the training signal.
     """
+    if keep is not None:
+        pool = np.flatnonzero(keep)
+        return pool[uniform_sample(labels[pool], n, rng)]
     clusters = np.unique(labels)
     per = int(np.ceil(n / len(clusters)))
     idx = []

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import torch
+from scipy.optimize import linear_sum_assignment
 from torch import nn
 from tqdm import tqdm
 
@@ -94,16 +95,19 @@ def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
 
 
 class Targets(NamedTuple):
-    """An epoch's training signal: one label per image and, for the centroid head, the
-    unit-norm centroid of each label's images in embedding space."""
+    """An epoch's training signal: one label per image, for the centroid head the unit-norm
+    centroid of each label's images in embedding space, and which images train (`keep`)."""
 
     labels: np.ndarray
     prototypes: torch.Tensor
+    keep: np.ndarray
 
 
 def make_targets(cfg: TrainConfig, embeddings: np.ndarray, labels: np.ndarray,
-                 k_train: int) -> Targets:
-    """The targets clusterer's labels (Sinkhorn-balanced if configured) and their centroids."""
+                 k_train: int, margins: np.ndarray | None = None) -> Targets:
+    """The targets clusterer's labels (Sinkhorn-balanced if configured), their centroids, and
+    the images that train: with cfg.target_keep < 1 the surest fraction of each cluster by
+    `margins` (the clusterer's confidence in each image)."""
     e = torch.from_numpy(embeddings)
     protos = centroids(e, labels, k_train)
     if cfg.balance == "sinkhorn":
@@ -112,7 +116,36 @@ def make_targets(cfg: TrainConfig, embeddings: np.ndarray, labels: np.ndarray,
         cosine = nn.functional.normalize(e, dim=1) @ protos.T
         labels = sinkhorn((cosine - cosine.mean()) / cosine.std()).argmax(dim=1).numpy()
         protos = centroids(e, labels, k_train)
-    return Targets(labels, protos)
+    keep = np.ones(len(labels), bool)
+    if cfg.target_keep < 1 and margins is not None:
+        keep = surest(labels, margins, cfg.target_keep)
+    return Targets(labels, protos, keep)
+
+
+def surest(labels: np.ndarray, margins: np.ndarray, fraction: float) -> np.ndarray:
+    """Mask of the ceil(fraction * size) highest-margin images of every cluster (ties: the
+    lower index), so that no cluster loses its training signal."""
+    keep = np.zeros(len(labels), bool)
+    order = np.lexsort((np.arange(len(labels)), -margins, labels))  # by cluster, surest first
+    sorted_labels = labels[order]
+    starts = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1]])
+    sizes = np.diff(np.r_[starts, len(labels)])
+    rank = np.arange(len(labels)) - np.repeat(starts, sizes)
+    keep[order[rank < np.ceil(fraction * np.repeat(sizes, sizes))]] = True
+    return keep
+
+
+def kept_targets(last: np.ndarray | None, new: np.ndarray) -> float | None:
+    """Fraction of images whose target is the same as last epoch's once the two epochs'
+    cluster ids are matched one to one (Hungarian on the contingency table), so that it is
+    fair to a clusterer whose ids permute each epoch (k-means) and one whose ids carry over."""
+    if last is None:
+        return None
+    k = int(max(last.max(), new.max())) + 1
+    table = np.zeros((k, k), np.int64)
+    np.add.at(table, (last, new), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return float(table[rows, cols].sum() / len(new))
 
 
 def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tensor | ImageTensor,
@@ -134,9 +167,9 @@ def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tenso
         top_opt = torch.optim.SGD(model.top.parameters(), lr=cfg.lr, momentum=cfg.momentum,
                                   weight_decay=cfg.weight_decay)
     if cfg.sampling == "uniform":
-        idx = torch.from_numpy(uniform_sample(targets.labels, len(x), rng))
+        idx = torch.from_numpy(uniform_sample(targets.labels, len(x), rng, targets.keep))
     else:
-        idx = torch.from_numpy(rng.permutation(len(x)))
+        idx = torch.from_numpy(rng.permutation(np.flatnonzero(targets.keep)))
     y = torch.from_numpy(targets.labels)
     net, scaler = world.parallel(model), compute.scaler()
     model.train()
@@ -190,7 +223,8 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
 
 def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
                   last: np.ndarray | None, val_pred: np.ndarray, targets: Targets,
-                  f_train: np.ndarray, f_val: np.ndarray) -> dict[str, Any]:
+                  f_train: np.ndarray, f_val: np.ndarray,
+                  last_targets: np.ndarray | None = None) -> dict[str, Any]:
     """The epoch's row: the evaluated clustering against the classes (train and val), its NMI
     to last epoch's, k-NN and linear-probe accuracy of the features, and the targets' NMI and
     size range. The true labels are read here only."""
@@ -201,6 +235,9 @@ def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
     row["knn_acc"] = knn_accuracy(*args, k=cfg.knn_k)
     row["probe_acc"] = linear_probe_accuracy(*args)
     row["target_nmi"] = cluster_metrics(data.train.labels, targets.labels)["nmi"]
+    row["target_kept"] = None if last_targets is None else kept_targets(last_targets,
+                                                                         targets.labels)
+    row["target_trained"] = float(targets.keep.mean())
     row["cluster_sizes"] = cluster_sizes(new, k)
     sizes = np.bincount(targets.labels, minlength=len(targets.prototypes))
     row["target_sizes_min_max"] = [int(sizes.min()), int(sizes.max())]
@@ -284,7 +321,8 @@ def _restored(cfg: TrainConfig, run: RunDir, ck: dict[str, Any], model: ConvNet,
         compute=devices.resumed(saved_precision(ck), world.device),  # as the run started
         start=ck["epoch"] + 1, clusterings=clusterings,
         pca=PCAWhitening.from_state_dict(ck["pca"]), labels=np.asarray(ck["labels"]),
-        targets=Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"])),
+        targets=Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"]),
+                        np.asarray(ck.get("target_keep", np.ones(len(ck["targets"]), bool)))),
         rows=rows)
 
 
@@ -350,10 +388,15 @@ def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k
                                            epoch)
     clusterer = state.clusterings.evaluated
     new = clusterer.labels_
-    state.targets = make_targets(cfg, emb, state.clusterings.targets.labels_, k_train)
+    last_targets = None if state.targets is None else state.targets.labels
+    margins = None
+    if cfg.target_keep < 1:
+        margins = state.clusterings.targets.margin(state.pca.transform(emb))
+    state.targets = make_targets(cfg, emb, state.clusterings.targets.labels_, k_train, margins)
     t3 = time.perf_counter()
     val_pred = clusterer.predict(state.pca.transform(embed(model, f_val)))
-    row = epoch_metrics(cfg, data, k, new, state.labels, val_pred, state.targets, feats, f_val)
+    row = epoch_metrics(cfg, data, k, new, state.labels, val_pred, state.targets, feats, f_val,
+                        last_targets)
     row.update(getattr(clusterer, "diagnostics", dict)())
     state.labels = new
     t4 = time.perf_counter()
@@ -373,6 +416,7 @@ def _save(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet,
         "optimizer": _cpu(optimizer.state_dict()),
         "labels": torch.from_numpy(state.labels), "targets": torch.from_numpy(state.targets.labels),
         "prototypes": state.targets.prototypes, "k": k,
+        "target_keep": torch.from_numpy(state.targets.keep),
         "clusterer": state.clusterings.state_dict(), "pca": state.pca.state_dict(),
         "input_mean": data.mean, "input_std": data.std, "config": cfg.to_dict(),
         "precision": row["precision"], "bf16": row["bf16"], "version": __version__,
