@@ -10,7 +10,13 @@ that of `fit` / `partial_fit` less that of predict on the same samples, which is
 frozen labelling pass. Each figure is the best of --repeats runs: on a shared machine the best
 is the least disturbed.
 
-    python benchmarks/bench_snn.py [--samples 4000] [--repeats 5] [--threads 1]
+--layer picks the wiring: 'default' (push-pull synapses, L2-normalised signed weights, the
+noise-free readout for predict) or 'diehl-cook' (0.4's defaults: excitatory synapses, weight
+sums, spike-count readout). Either way a timed fit is one online pass and the labelling pass:
+n_init 1 and no consolidation passes (those cost a labelling pass each with the default
+readout).
+
+    python benchmarks/bench_snn.py [--samples 4000] [--repeats 5] [--threads 1] [--layer ...]
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ import numpy as np
 from deepstdp import STDPClustering
 
 BINDSNET = 17.0  # samples/s, DiehlAndCook2015 at 256 inputs, 100 neurons, 250 steps
+LAYERS = {"default": {},
+          "diehl-cook": {"synapse": "excitatory", "weight_norm": "sum", "inference": "spikes",
+                         "init": "data"}}
+ONE_PASS = {"n_init": 1, "consolidation": 0}
 
 
 def features(n: int, d: int, k: int = 20, seed: int = 0) -> np.ndarray:
@@ -64,11 +74,13 @@ def main() -> None:
     ap.add_argument("--settle", type=int, default=3, help="passes before timing a trained net")
     ap.add_argument("--repeats", type=int, default=5, help="figures are the best of these")
     ap.add_argument("--threads", type=int, default=1, help="numba threads for predict")
+    ap.add_argument("--layer", choices=list(LAYERS), default="default")
     args = ap.parse_args()
+    layer = {**LAYERS[args.layer], **ONE_PASS}
     numba.set_num_threads(args.threads)
     STDPClustering(2, epochs=1, time=10).fit(features(20, 4))  # compile (or load the cache)
     print(f"{cpu_name()}; {args.samples} samples; predict on {args.threads} thread(s); "
-          f"best of {args.repeats}; x BindsNET = samples/s / {BINDSNET:g}")
+          f"best of {args.repeats}; layer {args.layer}; x BindsNET = samples/s / {BINDSNET:g}")
     print(f"{'':31}| {'wall-clock':^32} | {'CPU time':^32} |")
     print(f"{'features':>8} {'neurons':>7} {'steps':>5} {'network':>7} |"
           + f" {'train/s':>8} {'x':>5} {'predict/s':>9} {'x':>5} |" * 2
@@ -78,7 +90,7 @@ def main() -> None:
         for n in args.neurons:
             for steps in args.steps:
                 for state in ("fresh", "trained"):
-                    net = STDPClustering(n, time=steps, epochs=1, random_state=0)
+                    net = STDPClustering(n, time=steps, epochs=1, random_state=0, **layer)
                     if state == "trained":
                         net.set_params(epochs=args.settle).fit(x).set_params(epochs=1)
                     times = np.array([timed_pass(net, x, fresh=state == "fresh")

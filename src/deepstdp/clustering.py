@@ -220,10 +220,12 @@ class Clusterer(ClusterMixin, BaseEstimator, metaclass=ABCMeta):
     @abstractmethod
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
-    @abstractmethod
     def margin(self, X: Any) -> np.ndarray:
         """How sure the fitted clusterer is of each sample's cluster, larger is surer, ranking
-        samples within a clusterer (the loop keeps the surest targets by it)."""
+        samples within a clusterer (the loop's target_keep keeps the surest targets by it).
+        Optional: a clusterer without one cannot be used with target_keep < 1."""
+        raise DeepSTDPError(f"{type(self).__name__} has no margin, which keeping only the "
+                            "surest targets needs")
 
     def _validate_fit_input(self, X: Any) -> np.ndarray:
         """X as float32 (samples, features), setting n_features_in_; checks that n_clusters
