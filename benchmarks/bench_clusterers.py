@@ -39,6 +39,7 @@ from deepstdp import KMeansClustering, PCAWhitening, STDPClustering
 from deepstdp.clustering import Clusterer
 from deepstdp.config import TrainConfig
 from deepstdp.metrics import cluster_metrics
+from deepstdp.snn_settings import STDPSettings
 
 
 def balance(labels: np.ndarray, k: int) -> dict[str, float]:
@@ -115,8 +116,10 @@ def run_methods(run_dir: str, stdp_kw: dict[str, object]
     from deepstdp.registry import make_clusterer
     from deepstdp.rundir import load_checkpoint
 
-    cfg = TrainConfig.from_dict(load_checkpoint(run_dir)["config"])
-    stdp = dataclasses.replace(cfg.stdp, **stdp_kw)
+    cfg = TrainConfig.from_saved(load_checkpoint(run_dir)["config"])
+    # A k-means run never used its STDP settings: it meets today's spiking layer.
+    stdp = dataclasses.replace(cfg.stdp if cfg.clusterer == "stdp" else STDPSettings(),
+                               **stdp_kw)
     return {
         "kmeans": lambda k, seed: make_clusterer(dataclasses.replace(cfg, clusterer="kmeans"),
                                                  k, seed),

@@ -222,3 +222,16 @@ def test_tensorboard_log_has_every_epochs_scalars_and_pictures(tmp_path):
     assert [e.step for e in events.Scalars("val/acc")] == [0, 1, 2]
     assert "features/knn_acc" in events.Tags()["scalars"]
     assert [e.step for e in events.Images("curves")] == [0, 1, 2]
+
+
+def test_a_run_saved_before_0_5_loads_with_the_spiking_layer_it_ran():
+    from deepstdp.config import TrainConfig
+    from deepstdp.snn_settings import BEFORE_0_5
+
+    saved = TrainConfig(clusterer="stdp").to_dict()
+    for name in ("synapse", "weight_norm", "consolidation", "n_init", "anneal", "inference"):
+        del saved["stdp"][name]  # as 0.4 wrote it
+    saved["stdp"]["init"] = "data"
+    cfg = TrainConfig.from_saved(saved)
+    assert {k: getattr(cfg.stdp, k) for k in BEFORE_0_5} == BEFORE_0_5
+    assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()

@@ -183,7 +183,7 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
     shown = "stdp" if "stdp" in clusterers else clusterers[-1]
     run = run_dir(out, shown, seeds[-1])
     ck = RunDir(run).load_checkpoint()
-    cfg = TrainConfig.from_dict(ck["config"])
+    cfg = TrainConfig.from_saved(ck["config"])
     labels = np.asarray(ck["labels"])
     train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
                              classes=cfg.classes, progress=False)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepstdp.snn_settings import STDPSettings
+from deepstdp.snn_settings import BEFORE_0_5, STDPSettings
 from deepstdp.util import DeepSTDPError, SettingError
 
 DATASETS = ("digits", "tiny-imagenet")
@@ -284,7 +284,18 @@ class TrainConfig:
         return cls(**d)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> TrainConfig:
+    def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
+        """The settings a run saved (its checkpoint or config.json), as that run used them:
+        spiking-layer settings it predates take their values from before they existed
+        (snn_settings.BEFORE_0_5), so a 0.4 run still loads, predicts and resumes as it ran."""
+        stdp = d.get("stdp")
+        if isinstance(stdp, dict) and "synapse" not in stdp:
+            d = {**d, "stdp": {**BEFORE_0_5, **stdp}}
+        return cls.from_dict(d)
+
+    @classmethod
+    def from_file(cls, path: str | Path, saved: bool = False) -> TrainConfig:
+        """A config file's settings; `saved`: a run's own config.json (see from_saved)."""
         try:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -294,4 +305,4 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise DeepSTDPError(f"config file {path} must hold a JSON object")
         d.pop("version", None)
-        return cls.from_dict(d)
+        return cls.from_saved(d) if saved else cls.from_dict(d)

@@ -85,8 +85,8 @@ class RunDir:
     def saved_config(self) -> TrainConfig:
         """The settings the run was started with (its checkpoint's, else config.json)."""
         if self.holds_run():
-            return TrainConfig.from_dict(self.load_checkpoint()["config"])
-        return TrainConfig.from_file(self / CONFIG)
+            return TrainConfig.from_saved(self.load_checkpoint()["config"])
+        return TrainConfig.from_file(self / CONFIG, saved=True)
 
     def check_same(self, cfg: TrainConfig, done_epochs: int) -> None:
         saved, now = self.saved_config().to_dict(), cfg.to_dict()
@@ -243,7 +243,7 @@ def model_from_checkpoint(ck: dict[str, Any]) -> tuple[ConvNet, TrainConfig]:
     """The checkpoint's network in eval mode (its top layer is not saved) and its settings."""
     from deepstdp.models import ConvNet
 
-    cfg = TrainConfig.from_dict(ck["config"])
+    cfg = TrainConfig.from_saved(ck["config"])
     state = ck["model"]
     in_channels = state["sobel.gray"].shape[1] if cfg.sobel else state["body.0.weight"].shape[1]
     model = ConvNet.from_config(cfg, in_channels, ck["k"])

@@ -21,6 +21,11 @@ INITS = ("data", "kmeans++", "random")
 SYNAPSES = ("excitatory", "push-pull")
 WEIGHT_NORMS = ("sum", "l2")
 INFERENCES = ("spikes", "current")
+# What the settings added in 0.5 were before they existed (Diehl & Cook's layer of 0.4): a
+# saved run whose settings lack them ran with these.
+BEFORE_0_5: dict[str, Any] = {"init": "data", "synapse": "excitatory", "weight_norm": "sum",
+                              "consolidation": 0, "n_init": 1, "anneal": None,
+                              "inference": "spikes"}
 _CHOICES = {"init": INITS, "synapse": SYNAPSES, "weight_norm": WEIGHT_NORMS,
             "inference": INFERENCES}
 
