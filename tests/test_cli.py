@@ -36,7 +36,7 @@ BAD_TRAIN = [
     (["--dataset", "tiny-imagenet", "--data-root", "/tmp", "--classes", "0"],
      "--classes count must be positive"),
     (["--stdp", "novalue"], "use KEY=VALUE"),
-    (["--stdp", "bogus=1"], "--stdp has no setting bogus: the settings are drive, dt,"),
+    (["--stdp", "bogus=1"], "--stdp has no setting bogus: the settings are anneal, consolidation, drive,"),
     (["--stdp", "nu_post=-1"], "--stdp nu_post must be a number >= 0, got -1"),
     (["--stdp", "time=0"], "--stdp time must be an integer >= 1, got 0"),
     (["--stdp", "v_rest=nan"], "--stdp v_rest must be"),

@@ -879,10 +879,9 @@ class STDPClustering(Clusterer):
             protos, samples = protos[:, :d] - protos[:, d:], samples[:, :d] - samples[:, d:]
         size = np.linalg.norm(protos, axis=1) if self.weight_norm == "l2" else \
             np.abs(protos).sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            protos /= size[:, None]
+        protos /= np.where(size > 0, size, 1.0)[:, None]  # a zero sample: a zero neuron
         match = (samples @ protos.T).max(axis=1).mean()
-        if not match > 0:  # all-zero samples (NaN where the prototypes have no size)
+        if match <= 0:
             raise DeepSTDPError("the samples are all zero, so the weights cannot be calibrated "
                                 "to them; give norm to fit them anyway")
         return float(self.drive / (self.intensity * self.dt / 1000.0 * match))
