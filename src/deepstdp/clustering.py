@@ -28,7 +28,7 @@ from sklearn.base import (
     TransformerMixin,
 )
 from sklearn.cluster import KMeans, kmeans_plusplus
-from sklearn.metrics import pairwise_distances_argmin
+from sklearn.metrics import euclidean_distances, pairwise_distances_argmin
 from sklearn.utils import check_random_state
 from sklearn.utils.extmath import row_norms
 from sklearn.utils.validation import check_is_fitted, validate_data
@@ -299,7 +299,8 @@ class KMeansClustering(Clusterer):
         x = self._validate_input(X)
         if self.n_clusters == 1:
             return np.zeros(len(x))
-        d2 = _squared_distances(x, self.cluster_centers_)
+        d2 = euclidean_distances(x.astype(np.float64), self.cluster_centers_.astype(np.float64),
+                                 squared=True)
         two = np.partition(d2, 1, axis=1)[:, :2]
         return (two[:, 1] - two[:, 0]).astype(np.float64)
 
@@ -313,13 +314,6 @@ class KMeansClustering(Clusterer):
             self.labels_ = state_array(state["labels"], np.int64)
             self.cluster_centers_ = state_array(state["centers"], np.float32)
             self.n_features_in_ = self.cluster_centers_.shape[1]
-
-
-def _squared_distances(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
-    """(samples, centres) squared Euclidean distances, in float64."""
-    x64, c64 = x.astype(np.float64), centers.astype(np.float64)
-    d2 = (x64 ** 2).sum(axis=1)[:, None] - 2 * x64 @ c64.T + (c64 ** 2).sum(axis=1)[None]
-    return np.maximum(d2, 0.0)
 
 
 def _choose_backend(backend: str, n_samples: int, n_features: int, n_clusters: int) -> str:

@@ -262,16 +262,21 @@ def _present(w: np.ndarray, theta: np.ndarray, k: _Dyn, pre_decay: np.ndarray,
         e, inputs = head[t], False
         while e >= 0:
             i = ev[e]
-            if not inputs:
-                cur[:] = 0.0
-                inputs = True
             if k.signed:  # the partner cell's weight counts against: current (w_on - w_off).x
                 ip = i + d if i < d else i - d
-                for j in range(n):
-                    cur[j] += w[i, j] - w[ip, j]
-            else:
+                if inputs:
+                    for j in range(n):
+                        cur[j] += w[i, j] - w[ip, j]
+                else:
+                    for j in range(n):
+                        cur[j] = w[i, j] - w[ip, j]
+            elif inputs:
                 for j in range(n):
                     cur[j] += w[i, j]
+            else:
+                for j in range(n):
+                    cur[j] = w[i, j]
+            inputs = True
             if last_pre[i] < 0:
                 pre_list[n_pre] = i
                 n_pre += 1
