@@ -39,7 +39,7 @@ from deepstdp import KMeansClustering, PCAWhitening, STDPClustering
 from deepstdp.clustering import Clusterer
 from deepstdp.config import TrainConfig
 from deepstdp.metrics import cluster_metrics
-from deepstdp.snn_settings import STDPSettings
+from deepstdp.stdp.settings import STDPSettings
 
 
 def balance(labels: np.ndarray, k: int) -> dict[str, float]:

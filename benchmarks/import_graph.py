@@ -18,8 +18,8 @@ handed the value, or anything computed from it, is followed into the callee's ma
 parameter when the callee can be resolved statically (a function of the package named by an
 import, a class's constructor, or a method of an object whose class is known from an
 annotation or a constructor call). A move is one call from a function of one module into a
-function of another (each such pair once); it goes back up when the callee's module is on the caller's floor or
-higher.
+function of another (each such pair once); it goes back up when the callee's module is on the
+caller's floor or higher.
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def test_export_command_writes_either_format(run_dir, tmp_path, capsys):
 
 
 def test_stdp_layer_is_in_the_exact_file_only():
-    from deepstdp.snn import STDPClustering
+    from deepstdp.stdp.estimator import STDPClustering
 
     feats = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
     stdp = STDPClustering(3, n_neurons=4, time=30, random_state=0).fit(feats)

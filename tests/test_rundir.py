@@ -226,7 +226,7 @@ def test_tensorboard_log_has_every_epochs_scalars_and_pictures(tmp_path):
 
 def test_a_run_saved_before_0_5_loads_with_the_spiking_layer_it_ran():
     from deepstdp.config import TrainConfig
-    from deepstdp.snn_settings import BEFORE_0_5
+    from deepstdp.stdp.settings import BEFORE_0_5
 
     saved = TrainConfig(clusterer="stdp").to_dict()
     for name in ("synapse", "weight_norm", "consolidation", "n_init", "anneal", "inference"):

@@ -18,8 +18,8 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from deepstdp import PCAWhitening, STDPClustering
 from deepstdp.metrics import cluster_acc
-from deepstdp.snn import _input_events, _normalize, _work
-from deepstdp.snn_settings import STDPSettings
+from deepstdp.stdp.kernels import input_events, normalize, work
+from deepstdp.stdp.settings import STDPSettings
 from deepstdp.util import DeepSTDPError
 
 V_REST, GAP = -65.0, 13.0  # default rest and threshold - rest
@@ -122,7 +122,7 @@ def test_stdp_post_before_pre_depresses():
 
 def test_normalisation_keeps_each_neurons_weight_sum(blobs):
     w = np.random.default_rng(0).random((6, 4)).astype(np.float32)
-    _normalize(w, 7.0)
+    normalize(w, 7.0)
     np.testing.assert_allclose(w.sum(axis=0), 7.0, rtol=1e-5)
     net = STDPClustering(5, norm=12.0, epochs=1, **DC).fit(blobs[0])
     np.testing.assert_allclose(net.weights_.sum(axis=0), 12.0, rtol=1e-4)
@@ -142,9 +142,9 @@ def test_strong_inhibition_lets_one_neuron_dominate():
 def test_input_events_are_bernoulli_trains_with_on_off_cells():
     steps, pmax = 20000, 0.1
     x = np.array([1.0, -0.5, 0.0], np.float32)
-    wk = _work(6, 1, steps)
+    wk = work(6, 1, steps)
     wk.state[0] = 7
-    _input_events(x, pmax, wk)
+    input_events(x, pmax, wk)
     per_step, counts = np.zeros(steps, int), np.zeros(6, int)
     for t in range(steps):  # walk each step's list of input spikes
         e = wk.head[t]
@@ -362,8 +362,8 @@ def test_settings_are_the_estimators_parameters_and_defaults():
 
 
 def test_settings_load_without_numba():
-    code = ("import sys; import deepstdp.snn_settings; "
-            "assert 'numba' not in sys.modules and 'deepstdp.snn' not in sys.modules")
+    code = ("import sys; import deepstdp.stdp.settings; "
+            "assert 'numba' not in sys.modules and 'deepstdp.stdp.estimator' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -419,7 +419,7 @@ def test_bad_input_raises(make, call):
 
 
 def test_plots_are_written(blobs, tmp_path):
-    from deepstdp.snn_plots import plot_neuron_activity, plot_receptive_fields
+    from deepstdp.stdp.plots import plot_neuron_activity, plot_receptive_fields
 
     net = STDPClustering(5, n_neurons=6, epochs=2).fit(blobs[0])
     plot_receptive_fields(net, tmp_path / "fields.png")
@@ -449,7 +449,7 @@ def test_push_pull_synapses_subtract_the_partner_cells_weight():
 
 def test_l2_normalisation_sets_the_length_of_the_signed_weights():
     w = np.random.default_rng(0).random((6, 4)).astype(np.float32)
-    _normalize(w, 3.0, True)
+    normalize(w, 3.0, True)
     np.testing.assert_allclose(np.linalg.norm(w[:3] - w[3:], axis=0), 3.0, rtol=1e-5)
 
 

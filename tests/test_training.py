@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepstdp.config import TrainConfig
-from deepstdp.snn_settings import STDPSettings
+from deepstdp.stdp.settings import STDPSettings
 from deepstdp.training import train
 
 # Small and quick: fp32 skips the bf16 timing probe, 20 target clusters keep k-means cheap.
@@ -99,7 +99,7 @@ def test_thread_count_survives_the_spiking_layer():
     import torch
 
     from deepstdp import threads
-    from deepstdp.snn import STDPClustering
+    from deepstdp.stdp.estimator import STDPClustering
 
     before = torch.get_num_threads()
     with threads.pinned(1):

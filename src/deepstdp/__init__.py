@@ -14,7 +14,7 @@ __version__ = "0.5.0"
 _PUBLIC = {
     "KMeansClustering": "deepstdp.clustering",
     "PCAWhitening": "deepstdp.clustering",
-    "STDPClustering": "deepstdp.snn",
+    "STDPClustering": "deepstdp.stdp.estimator",
     "TrainConfig": "deepstdp.config",
     "train": "deepstdp.training",
     "load_run": "deepstdp.rundir",

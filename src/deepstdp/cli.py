@@ -65,7 +65,7 @@ def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")
     g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
-                   help="a spiking-layer setting (deepstdp.snn_settings), repeatable "
+                   help="a spiking-layer setting (deepstdp.stdp.settings), repeatable "
                         "(e.g. --stdp time=100)")
     if loop:
         add_loop_args(p, g)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepstdp.snn_settings import BEFORE_0_5, STDPSettings
+from deepstdp.stdp.settings import BEFORE_0_5, STDPSettings
 from deepstdp.util import DeepSTDPError, SettingError
 
 DATASETS = ("digits", "tiny-imagenet")
@@ -175,7 +175,7 @@ class TrainConfig:
     256 for ImageNet; on these few-thousand-image sets whitening that many directions lifts
     noise to the weight of signal (digits: ACC 0.42-0.48 at 256 against 0.82-0.91 at 32)."""
     stdp: STDPSettings = field(default_factory=STDPSettings)
-    """The spiking clustering layer's settings (deepstdp.snn_settings, docs/snn.md); in a
+    """The spiking clustering layer's settings (deepstdp.stdp.settings, docs/snn.md); in a
     config file or config.json an object of the fields that differ from the defaults."""
     align_pca: bool = True
     """Rotate each epoch's PCA basis onto the last epoch's (orthogonal Procrustes on the
@@ -287,7 +287,7 @@ class TrainConfig:
     def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
         """The settings a run saved (its checkpoint or config.json), as that run used them:
         spiking-layer settings it predates take their values from before they existed
-        (snn_settings.BEFORE_0_5), so a 0.4 run still loads, predicts and resumes as it ran."""
+        (stdp.settings.BEFORE_0_5), so a 0.4 run still loads, predicts and resumes as it ran."""
         stdp = d.get("stdp")
         if isinstance(stdp, dict) and "synapse" not in stdp:
             d = {**d, "stdp": {**BEFORE_0_5, **stdp}}

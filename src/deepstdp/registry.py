@@ -61,14 +61,14 @@ def _kmeans(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
 
 
 def _stdp(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
-    from deepstdp.snn import STDPClustering
+    from deepstdp.stdp.estimator import STDPClustering
 
     return STDPClustering(k, random_state=seed, **dataclasses.asdict(cfg.stdp))
 
 
 def _stdp_pictures(clusterer: Clusterer, folder: Path,
                    image_shape: tuple[int, int] | None = None) -> None:
-    from deepstdp.snn_plots import write_pictures
+    from deepstdp.stdp.plots import write_pictures
 
     write_pictures(clusterer, folder, image_shape=image_shape)
 

@@ -3,7 +3,7 @@
 `STDPSettings` is the single source of `STDPClustering`'s defaults (its keyword defaults refer
 to the fields here) and of their allowed ranges (`validate`, which `fit` calls). Its field names
 are the estimator's parameter names, so ``STDPClustering(n_clusters=k, random_state=seed,
-**dataclasses.asdict(settings))`` builds one. It imports neither numba nor `deepstdp.snn`, so
+**dataclasses.asdict(settings))`` builds one. It imports neither numba nor the estimator, so
 the command line can read it without compiling anything. docs/snn.md explains each choice.
 """
 

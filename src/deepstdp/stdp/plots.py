@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deepstdp.snn import STDPClustering  # noqa: E402
+from deepstdp.stdp.estimator import STDPClustering  # noqa: E402
 from deepstdp.util import DeepSTDPError, atomic_write  # noqa: E402
 
 
