@@ -11,9 +11,9 @@ from torch import nn
 
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
-from deepstdp.conversion import convert, fold_network
+from deepstdp.conversion.converter import convert, fold_network
+from deepstdp.conversion.network import run_ops
 from deepstdp.models import ConvNet
-from deepstdp.spiking import run_ops
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from deepstdp.config import TrainConfig
-from deepstdp.conversion import convert_run
+from deepstdp.conversion.converter import convert_run
+from deepstdp.conversion.evaluation import evaluate_run
 from deepstdp.devices import Compute
-from deepstdp.evaluation import evaluate_run
 from deepstdp.features import extract_features
 from deepstdp.models import ConvNet
 from deepstdp.rundir import load_run

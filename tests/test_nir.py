@@ -12,11 +12,11 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
-from deepstdp.conversion import convert
+from deepstdp.conversion.converter import convert
+from deepstdp.conversion.network import SpikingNet
+from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, to_nir
 from deepstdp.models import ConvNet
-from deepstdp.nir_export import PORTABLE_DT, nirtorch_node_map, to_nir
 from deepstdp.rundir import load_checkpoint, model_from_checkpoint
-from deepstdp.spiking import SpikingNet
 from deepstdp.training import Data, train
 from deepstdp.util import DeepSTDPError
 

@@ -10,9 +10,9 @@ from test_conversion import random_net
 
 from deepstdp.activations import QCFS, qcfs
 from deepstdp.config import TrainConfig
-from deepstdp.conversion import convert, fold_network, relu_percentiles
+from deepstdp.conversion.converter import convert, fold_network, relu_percentiles
+from deepstdp.conversion.network import Op, SpikingNet
 from deepstdp.models import ConvNet
-from deepstdp.spiking import Op, SpikingNet
 from deepstdp.util import DeepSTDPError
 
 

@@ -4,7 +4,7 @@ costs derived from them, and the max-pooling gate."""
 import pytest
 import torch
 
-from deepstdp.spiking import PJ_PER_AC, PJ_PER_MAC, Op, SpikingNet, max_gate
+from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, Op, SpikingNet, max_gate
 
 SETTINGS = {"reset": "subtract", "v_init": 0.5}
 

@@ -277,7 +277,7 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 def cmd_convert(args: argparse.Namespace) -> int:
     from deepstdp import threads
-    from deepstdp.conversion import convert_run
+    from deepstdp.conversion.converter import convert_run
 
     with threads.pinned(args.threads):
         snn = convert_run(args.run_dir, percentile=args.percentile, reset=args.reset,
@@ -292,7 +292,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepstdp.evaluation import evaluate_run, format_rows, parse_timesteps
+    from deepstdp.conversion.evaluation import evaluate_run, format_rows, parse_timesteps
 
     steps = parse_timesteps(args.timesteps) if args.spiking else None
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
@@ -308,7 +308,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deepstdp import threads
-    from deepstdp.nir_export import export_run
+    from deepstdp.conversion.nir_export import export_run
 
     if Path(args.nir).is_dir():
         raise DeepSTDPError(f"--nir {args.nir} is a directory; name the file to write")
@@ -363,9 +363,9 @@ def add_conversion_parsers(sub: Any) -> None:
     x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
     x.add_argument("--format", choices=("exact", "portable"), default="exact",
                    help="exact (default): spike for spike, runs in nirtorch with "
-                        "deepstdp.nir_export.nirtorch_node_map(); portable: nodes that snnTorch "
-                        "and Norse import, with membranes starting at 0 and, in snnTorch, reset "
-                        "to zero (docs/nir.md)")
+                        "deepstdp.conversion.nir_export.nirtorch_node_map(); portable: nodes "
+                        "that snnTorch and Norse import, with membranes starting at 0 and, in "
+                        "snnTorch, reset to zero (docs/nir.md)")
     x.add_argument("--threads", type=int, help="default: all cores")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)

@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepstdp.conversion import load_spiking, spread
+from deepstdp.conversion.converter import load_spiking, spread
+from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, READOUTS, SpikingNet
 from deepstdp.metrics import cluster_metrics
-from deepstdp.spiking import PJ_PER_AC, PJ_PER_MAC, READOUTS, SpikingNet
 from deepstdp.threads import pinned
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
 

@@ -66,9 +66,9 @@ import torch
 from torch import nn
 
 from deepstdp.clustering import Clusterer
-from deepstdp.conversion import load_spiking
+from deepstdp.conversion.converter import load_spiking
+from deepstdp.conversion.network import SpikingNet
 from deepstdp.rundir import clusterer_from_checkpoint, load_checkpoint, model_from_checkpoint
-from deepstdp.spiking import SpikingNet
 from deepstdp.util import DeepSTDPError, atomic_write
 
 FORMATS = ("exact", "portable")

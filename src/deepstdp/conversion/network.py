@@ -98,8 +98,9 @@ def max_gate(charge: torch.Tensor, spikes: torch.Tensor, op: Op) -> torch.Tensor
 
 
 @dataclass
-class SimResult:
-    """Spiking-simulation record at each requested number of steps T."""
+class IFRecord:
+    """What `SpikingNet.simulate` records at each requested number of steps T (the STDP
+    layer's record of one presentation is stdp.estimator.PresentationTrace)."""
 
     counts: dict[int, torch.Tensor]
     """(images, features) spike counts of the feature layer after T steps."""
@@ -136,7 +137,7 @@ class SpikingNet:
     def feature_threshold(self) -> float:
         return self.stages[-1][0].threshold
 
-    def features(self, result: SimResult, t: int, readout: str = "count") -> torch.Tensor:
+    def features(self, result: IFRecord, t: int, readout: str = "count") -> torch.Tensor:
         """The feature layer's activations decoded after T = t steps.
 
         'count': spike count / T * threshold, the rate code. 'membrane': the input it integrated,
@@ -216,7 +217,7 @@ class SpikingNet:
 
     @torch.no_grad()
     def simulate(self, x: torch.Tensor, timesteps: Sequence[int],
-                 dtype: torch.dtype = torch.float32) -> SimResult:
+                 dtype: torch.dtype = torch.float32) -> IFRecord:
         """Run the batch x for max(timesteps) steps, recording at each T in timesteps, on x's
         device."""
         start = time.perf_counter()
@@ -232,7 +233,7 @@ class SpikingNet:
                       for k in range(len(stages))]
         counts = torch.zeros(len(x), *self.shapes[-1], dtype=dtype, device=dev)
         sops = torch.zeros(len(x), dtype=torch.float64, device=dev)
-        result = SimResult({}, {}, {}, {})
+        result = IFRecord({}, {}, {}, {})
         for t in range(1, max(marks) + 1):
             inp = current
             for k, (op, post, fan) in enumerate(stages):

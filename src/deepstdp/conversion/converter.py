@@ -20,9 +20,9 @@ choice:
   that constant current drives the first IF layer at every step.
 - Average pooling is linear and acts on spikes unchanged (AdaptiveAvgPool2d becomes AvgPool2d when
   its windows are even), optionally re-encoded by pooling neurons; max pooling becomes Rueckauer
-  et al.'s gate (spiking.max_gate). Dropout is the identity at inference.
+  et al.'s gate (network.max_gate). Dropout is the identity at inference.
 - Readout: the feature layer's spike count / T * its threshold approximates the features, which
-  then take the run's own projection, PCA-whitening and clusterer (evaluation.py).
+  then take the run's own projection, PCA-whitening and clusterer (conversion.evaluation).
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ from torch import nn
 
 from deepstdp import __version__
 from deepstdp.activations import QCFS
+from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet
 from deepstdp.models import ConvNet, Sobel
 from deepstdp.rundir import (
     checkpoint_digest,
     load_checkpoint,
     model_from_checkpoint,
 )
-from deepstdp.spiking import WEIGHTED, Op, SpikingNet
 from deepstdp.util import DeepSTDPError, atomic_write
 
 NONLINEAR = ("relu", "qcfs")
