@@ -73,14 +73,14 @@ def run_features(run_dir: str, untrained: bool) -> tuple[np.ndarray, np.ndarray,
     """A run's train features as its loop clusters them (see the module docstring)."""
     import torch
 
+    from deepstdp.data import Data
     from deepstdp.features import embed, extract_features
     from deepstdp.models import ConvNet
     from deepstdp.rundir import load_run
-    from deepstdp.training import Data
 
     run = load_run(run_dir)
     cfg = run.config
-    data = Data(cfg, progress=False)
+    data = Data(**cfg.data_options(), progress=False)
     model, pca = run.model, run.pca
     if untrained:
         torch.manual_seed(cfg.seed)

@@ -129,12 +129,12 @@ def quality(args: argparse.Namespace) -> None:
     digits = load_digits()
     sets = {"digits-pca32": (digits.data, digits.target)}
     if args.run:
+        from deepstdp.data import Data
         from deepstdp.features import embed, extract_features
         from deepstdp.rundir import load_run
-        from deepstdp.training import Data
 
         run = load_run(args.run)
-        data = Data(run.config, progress=False)
+        data = Data(**run.config.data_options(), progress=False)
         emb = embed(run.model, extract_features(run.model, data.x_train))
         sets[args.run] = (emb, data.train.labels)
     for name, (x, y) in sets.items():

@@ -31,13 +31,12 @@ from deepstdp import threads
 from deepstdp.augment import Augmentation
 from deepstdp.clustering import PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data import load_dataset
+from deepstdp.data import Data, load_dataset
 from deepstdp.devices import choose
 from deepstdp.features import embed, extract_features
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.training import (
-    Data,
     k_train_of,
     make_clusterings,
     make_targets,
@@ -132,7 +131,7 @@ def phases(cfg: TrainConfig) -> None:
           f"{len(sets[0])} train + {len(sets[1])} val")
     del sets
     with measured("Data (load + convert)", peaks):
-        data = Data(cfg, progress=False)
+        data = Data(**cfg.data_options(), progress=False)
     k = cfg.k or data.train.n_classes
     k_train = k_train_of(cfg, k)
     torch.manual_seed(cfg.seed)

@@ -19,10 +19,11 @@ import torch
 from deepstdp import devices
 from deepstdp.augment import random_resized_crop_flip
 from deepstdp.config import TrainConfig
+from deepstdp.data import Data
 from deepstdp.devices import Compute
 from deepstdp.features import batch_on, extract_features
 from deepstdp.models import ConvNet
-from deepstdp.training import Data, train
+from deepstdp.training import train
 
 
 def _sync(device: torch.device) -> None:
@@ -78,7 +79,7 @@ def main() -> None:
           f"native CPU bf16: {devices.native_bf16()}")
     base = TrainConfig(dataset="tiny-imagenet", data_root=args.data_root, threads=args.threads,
                        image_size=args.image_size, device=str(device))
-    data = Data(base, progress=False)
+    data = Data(**base.data_options(), progress=False)
     precisions = ["fp32", "bf16"]
     if device.type == "cuda":
         precisions = ["fp32", "fp16"] + (["bf16"] if torch.cuda.is_bf16_supported() else [])

@@ -9,11 +9,12 @@ import torch
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert_run
 from deepstdp.conversion.evaluation import evaluate_run
+from deepstdp.data import Data
 from deepstdp.devices import Compute
 from deepstdp.features import extract_features
 from deepstdp.models import ConvNet
 from deepstdp.rundir import load_run
-from deepstdp.training import Data, train
+from deepstdp.training import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -40,7 +41,7 @@ def test_train_on_the_gpu_then_resume_convert_and_evaluate_on_the_cpu(tmp_path, 
 
 
 def test_gpu_features_match_the_cpus():
-    data = Data(TrainConfig(), progress=False)
+    data = Data(**TrainConfig().data_options(), progress=False)
     torch.manual_seed(0)
     model = ConvNet.from_config(TrainConfig(), 1, 10)
     cpu = extract_features(model, data.x_val, Compute())

@@ -15,9 +15,10 @@ from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert
 from deepstdp.conversion.network import SpikingNet
 from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, to_nir
+from deepstdp.data import Data
 from deepstdp.models import ConvNet
 from deepstdp.rundir import load_checkpoint, model_from_checkpoint
-from deepstdp.training import Data, train
+from deepstdp.training import train
 from deepstdp.util import DeepSTDPError
 
 nir = pytest.importorskip("nir")
@@ -45,7 +46,7 @@ def run_dir(tmp_path_factory):
 def digits(run_dir):
     """The run's CNN and 20 training images spread over the split."""
     model, cfg = model_from_checkpoint(load_checkpoint(run_dir))
-    x = Data(cfg, progress=False).x_train
+    x = Data(**cfg.data_options(), progress=False).x_train
     return model, x[:256], x[::len(x) // 20][:20]
 
 

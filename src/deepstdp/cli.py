@@ -153,7 +153,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
                                       cfg.stdp)
     if "classes" in given:
         given["classes"] = str(given["classes"])
-    return dataclasses.replace(cfg, **given).validate()
+    return registry.validated(dataclasses.replace(cfg, **given))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -192,7 +192,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
     for c in clusterers:
-        dataclasses.replace(cfg, clusterer=c).validate()
+        registry.validated(dataclasses.replace(cfg, clusterer=c))
     seeds = parse_list(args.seeds, int, "--seeds")
     if args.jobs < 1:
         raise DeepSTDPError(f"--jobs must be at least 1, got {args.jobs}")

@@ -33,9 +33,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils.extmath import row_norms
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from deepstdp.config import KMEANS_BACKENDS
 from deepstdp.util import DeepSTDPError
-
-BACKENDS = ("auto", "sklearn", "faiss")
 
 # 'auto' picks faiss from this many multiply-adds per Lloyd iteration (samples x clusters x
 # features, here 100,000 x 1,000 x 256) and this many clusters, where its Lloyd iterations took
@@ -272,9 +271,9 @@ class KMeansClustering(Clusterer):
         _check_int("max_iter", self.max_iter, 1)
         if not (isinstance(self.tol, numbers.Real) and 0 <= self.tol < float("inf")):
             raise DeepSTDPError(f"tol must be non-negative, got {self.tol!r}")
-        if self.backend not in BACKENDS:
+        if self.backend not in KMEANS_BACKENDS:
             raise DeepSTDPError(f"unknown k-means backend {self.backend!r}: use "
-                                f"{', '.join(BACKENDS)}")
+                                f"{', '.join(KMEANS_BACKENDS)}")
         x = self._validate_fit_input(X)
         self.backend_ = _choose_backend(self.backend, *x.shape, self.n_clusters)
         if self.backend_ == "faiss":

@@ -19,6 +19,7 @@ import numpy as np
 
 from deepstdp import threads
 from deepstdp.config import TrainConfig
+from deepstdp.registry import validated
 from deepstdp.rundir import RunDir, check_writable
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
@@ -67,7 +68,7 @@ def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: 
                                                                             **free}}:
             raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ")
     for c in clusterers:
-        dataclasses.replace(base, clusterer=c).validate()
+        validated(dataclasses.replace(base, clusterer=c))
     load_dataset(base.dataset, "train", data_root=base.data_root, classes=base.classes)
 
 

@@ -23,7 +23,9 @@ ACTIVATIONS = ("relu", "qcfs")
 POOLS = ("max", "avg")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CARRIES = ("continue", "fresh")
-KMEANS_BACKENDS = ("auto", "sklearn", "faiss")  # deepstdp.clustering.BACKENDS
+KMEANS_BACKENDS = ("auto", "sklearn", "faiss")
+"""The choices of the settings above, each in one tuple: the modules that implement a
+choice, the command line and RULES all read it from here (this module is light)."""
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,7 @@ RULES: dict[str, Rule] = {
     "momentum": Rule(0, 1, high_open=True), "weight_decay": Rule(0), "knn_k": Rule(1, 10_000),
     "seed": Rule(0, 2**63, high_open=True), "threads": Rule(1, 4096),
 }
-"""What each setting allows beyond its type; the clusterer's names come from the registry."""
+"""What each setting allows beyond its type; the clusterer's names are the registry's."""
 
 
 def stdp_settings(values: Any, base: STDPSettings | None = None) -> STDPSettings:
@@ -88,6 +90,22 @@ def stdp_settings(values: Any, base: STDPSettings | None = None) -> STDPSettings
         raise SettingError("stdp", f"has no setting {', '.join(unknown)}: the settings are "
                                    f"{', '.join(sorted(known))}")
     return dataclasses.replace(base or STDPSettings(), **values)
+
+
+def parse_widths(spec: str) -> list[int | str]:
+    """'64,M,128,M' -> [64, 'M', 128, 'M']: conv widths, 'M' for a 2x2 pooling."""
+    out: list[int | str] = []
+    for tok in spec.split(","):
+        tok = tok.strip()
+        if tok.upper() == "M":
+            out.append("M")
+        elif tok.isdigit() and int(tok) > 0:
+            out.append(int(tok))
+        else:
+            raise SettingError("widths", f"entry {tok!r} is neither a positive integer nor 'M'")
+    if not any(isinstance(t, int) for t in out):
+        raise SettingError("widths", "needs at least one convolution width")
+    return out
 
 
 def _check_type(name: str, value: Any, hint: Any) -> None:
@@ -245,7 +263,11 @@ class TrainConfig:
             self.stdp = stdp_settings(self.stdp)
 
     def validate(self) -> TrainConfig:
-        """Check every setting's type and range; raises SettingError naming the first bad one."""
+        """Check every setting's type and range; raises SettingError naming the first bad one.
+
+        The clusterer's name is checked for its type only: the names are the registry's,
+        which builds clusterers and so sits above this module (`registry.validated` checks
+        both)."""
         hints = typing.get_type_hints(TrainConfig)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
@@ -253,9 +275,6 @@ class TrainConfig:
             rule = RULES.get(f.name)
             if value is not None and rule is not None and not rule.holds(value):
                 raise SettingError(f.name, f"must be {rule}, got {value!r}")
-        from deepstdp.registry import kind_of
-
-        kind_of(self.clusterer)
         from deepstdp import devices
 
         devices.check_precision(self.precision, devices.resolve(self.device))
@@ -263,14 +282,17 @@ class TrainConfig:
             self.stdp.validate()
         except DeepSTDPError as e:
             raise SettingError("stdp", str(e)) from None
-        from deepstdp.models import parse_widths
-
         pools = parse_widths(self.widths).count("M")
         if 2**pools > self.image_size:
             raise SettingError("widths", f"{self.widths!r} has {pools} pooling stages; "
                                f"{self.image_size}-pixel images allow at most "
                                f"{self.image_size.bit_length() - 1}")
         return self
+
+    def data_options(self) -> dict[str, Any]:
+        """The settings that say which images a run sees: `deepstdp.data.Data`'s arguments."""
+        return {"dataset": self.dataset, "data_root": self.data_root, "classes": self.classes,
+                "image_size": self.image_size}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -29,6 +29,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+from deepstdp.config import DATASETS
 from deepstdp.util import DeepSTDPError, SettingError, atomic_write
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -36,7 +37,6 @@ TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINY_IMAGENET_SIZE = 248_100_043
 TINY_IMAGENET_DIR = "tiny-imagenet-200"
-DATASETS = ("digits", "tiny-imagenet")
 SPLITS = ("train", "val")
 # Bump when the cached arrays' meaning changes, so that stale caches are never read.
 _CACHE_VERSION = 1
@@ -76,8 +76,8 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
     if data_root is None:
         data_root = os.environ.get("DEEPSTDP_DATA")
         if not data_root:
-            raise DeepSTDPError(
-                "no data folder given: pass --data-root or set DEEPSTDP_DATA to the "
+            raise SettingError(
+                "data_root", "is not given and DEEPSTDP_DATA is not set: name the "
                 f"{TINY_IMAGENET_DIR} folder (or the folder holding it)"
             )
     root = Path(data_root).expanduser()
@@ -469,3 +469,20 @@ class ImageTensor:
         rows = self.images[index]
         rows = torch.from_numpy(np.ascontiguousarray(rows.reshape(-1, *rows.shape[-3:])))
         return normalize(_to_float(put(rows), self.size), self.mean, self.std)
+
+
+class Data:
+    """A data set's train and val images with their true labels, as the loop and the spiking
+    evaluation read them: `x_train` and `x_val` index like normalised float32 tensors (by the
+    training images' channel statistics `mean` and `std`) of side `image_size` (None: as
+    stored) but hold uint8, converting per batch (ImageTensor)."""
+
+    def __init__(self, dataset: str, data_root: str | os.PathLike | None = None,
+                 classes: str | int | list[str] | None = None, image_size: int | None = None,
+                 progress: bool = False):
+        kw = dict(data_root=data_root, classes=classes, progress=progress)
+        self.train: ImageSet = load_dataset(dataset, "train", **kw)
+        self.val: ImageSet = load_dataset(dataset, "val", **kw)
+        self.mean, self.std = channel_stats(self.train.images)
+        self.x_train = ImageTensor(self.train.images, self.mean, self.std, image_size)
+        self.x_val = ImageTensor(self.val.images, self.mean, self.std, image_size)

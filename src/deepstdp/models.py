@@ -6,32 +6,12 @@ so the trained network converts to integrate-and-fire neurons by rate-based ANN-
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import nn
 
 from deepstdp.activations import make_activation
-from deepstdp.util import DeepSTDPError, SettingError
-
-if TYPE_CHECKING:
-    from deepstdp.config import TrainConfig
-
-
-def parse_widths(spec: str) -> list[int | str]:
-    """'64,M,128,M' -> [64, 'M', 128, 'M']: conv widths, 'M' for a 2x2 pooling."""
-    out: list[int | str] = []
-    for tok in spec.split(","):
-        tok = tok.strip()
-        if tok.upper() == "M":
-            out.append("M")
-        elif tok.isdigit() and int(tok) > 0:
-            out.append(int(tok))
-        else:
-            raise SettingError("widths", f"entry {tok!r} is neither a positive integer nor 'M'")
-    if not any(isinstance(t, int) for t in out):
-        raise SettingError("widths", "needs at least one convolution width")
-    return out
+from deepstdp.config import POOLS, TrainConfig, parse_widths
+from deepstdp.util import DeepSTDPError
 
 
 class Sobel(nn.Module):
@@ -101,8 +81,8 @@ class ConvNet(nn.Module):
         qcfs_levels: int = 8,
     ):
         super().__init__()
-        if pool not in ("max", "avg"):
-            raise DeepSTDPError(f"unknown pooling {pool!r}: use 'max' or 'avg'")
+        if pool not in POOLS:
+            raise DeepSTDPError(f"unknown pooling {pool!r}: use {' or '.join(POOLS)}")
         self.sobel = Sobel(in_channels) if sobel else nn.Identity()
         layers: list[nn.Module] = []
         c = 2 if sobel else in_channels

@@ -50,6 +50,13 @@ def kind_of(name: str) -> ClustererKind:
     return _KINDS[name]
 
 
+def validated(cfg: TrainConfig) -> TrainConfig:
+    """`cfg.validate()`, and its clusterer's name, which only the registry knows."""
+    cfg.validate()
+    kind_of(cfg.clusterer)
+    return cfg
+
+
 def make_clusterer(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
     return kind_of(cfg.clusterer).build(cfg, k, seed)
 

@@ -26,14 +26,14 @@ from deepstdp import __version__, devices, threads
 from deepstdp.augment import Augmentation
 from deepstdp.clustering import Clusterer, PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data import ImageSet, ImageTensor, channel_stats, load_dataset
+from deepstdp.data import Data, ImageTensor
 from deepstdp.devices import Compute
 from deepstdp.distributed import ALONE, World, joined
 from deepstdp.features import batch_on, embed, extract_features
 from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
-from deepstdp.registry import kind_of, make_clusterer
+from deepstdp.registry import kind_of, make_clusterer, validated
 from deepstdp.rundir import PICTURES, RunDir, saved_precision
 from deepstdp.targets import centroids, sinkhorn, uniform_sample
 from deepstdp.tensorboard_log import TensorBoardLog
@@ -66,21 +66,6 @@ def make_clusterings(cfg: TrainConfig, k: int, k_train: int, seed: int) -> Clust
     evaluated = make_clusterer(cfg, k, seed)
     targets = evaluated if k_train == k else make_clusterer(cfg, k_train, seed + 1)
     return Clusterings(evaluated, targets)
-
-
-class Data:
-    """Train and val images, plus their true labels. `x_train` and `x_val` index like
-    normalised float tensors but hold uint8, converting per batch (data.ImageTensor)."""
-
-    def __init__(self, cfg: TrainConfig, progress: bool):
-        kw = dict(data_root=cfg.data_root, classes=cfg.classes, progress=progress)
-        self.train: ImageSet = load_dataset(cfg.dataset, "train", **kw)
-        self.val: ImageSet = load_dataset(cfg.dataset, "val", **kw)
-        size = cfg.image_size
-        mean, std = channel_stats(self.train.images)
-        self.x_train = ImageTensor(self.train.images, mean, std, size)
-        self.x_val = ImageTensor(self.val.images, mean, std, size)
-        self.mean, self.std = mean, std
 
 
 def learning_rate(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -253,7 +238,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
     Under torchrun each process calls this alike; they share the work (distributed.py) and
     rank 0 alone writes.
     """
-    cfg.validate()
+    validated(cfg)
     run = RunDir(out)
     with joined(devices.resolve(cfg.device)) as world, threads.pinned(cfg.threads):
         if cfg.batch_size % world.size:
@@ -263,7 +248,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
         ck = run.load_checkpoint() if resume else None
         if ck is not None:
             run.check_same(cfg, ck["epoch"])
-        data = Data(cfg, not quiet and world.main)
+        data = Data(**cfg.data_options(), progress=not quiet and world.main)
         k = cfg.k or data.train.n_classes
         k_train = k_train_of(cfg, k)
         for name, value in (("k", k), ("k_train", k_train)):

@@ -39,6 +39,7 @@ from torch import nn
 from deepstdp import __version__
 from deepstdp.activations import QCFS
 from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet
+from deepstdp.data import Data
 from deepstdp.models import ConvNet, Sobel
 from deepstdp.rundir import (
     checkpoint_digest,
@@ -248,13 +249,11 @@ def convert_run(run_dir: str | Path, percentile: float = 99.9, reset: str = "sub
                 v_init: float = 0.5, pool_neurons: bool = True, calib_images: int = 512,
                 progress: bool = False) -> SpikingNet:
     """Convert the run's CNN and save it to RUN_DIR/spiking.pt (atomically)."""
-    from deepstdp.training import Data
-
     if calib_images < 1:
         raise DeepSTDPError(f"calib_images must be at least 1, got {calib_images}")
     ck = load_checkpoint(run_dir)
     model, cfg = model_from_checkpoint(ck)
-    data = Data(cfg, progress)
+    data = Data(**cfg.data_options(), progress=progress)
     x_calib = data.x_train[spread(len(data.x_train), calib_images)]
     snn = convert(model, x_calib, percentile, reset, v_init, pool_neurons)
     state = {**snn.state_dict(), "checkpoint_sha256": checkpoint_digest(run_dir),

@@ -63,10 +63,10 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     spiking.png. Returns {"ann": metrics, "rows": [per-T objects]}. The CNN and the
     simulation run on `device` (devices.resolve), the CNN in the run's own precision.
     """
+    from deepstdp.data import Data
     from deepstdp.devices import resolve, resumed
     from deepstdp.features import embed, extract_features
     from deepstdp.rundir import load_run, saved_precision
-    from deepstdp.training import Data
 
     if limit is not None and limit < 1:
         raise DeepSTDPError(f"limit must be at least 1 image, got {limit}")
@@ -80,7 +80,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         run.model.to(dev)
         # In the run's own precision, so that the CNN's metrics are metrics.jsonl's.
         compute = resumed(saved_precision(run.checkpoint), dev)
-        data = Data(run.config, progress)
+        data = Data(**run.config.data_options(), progress=progress)
 
         def cluster(features: np.ndarray) -> np.ndarray:
             return run.clusterer.predict(run.pca.transform(embed(run.model, features)))
