@@ -76,7 +76,7 @@ def run_features(run_dir: str, untrained: bool) -> tuple[np.ndarray, np.ndarray,
     from deepstdp.data import Data
     from deepstdp.features import embed, extract_features
     from deepstdp.models import ConvNet
-    from deepstdp.rundir import load_run
+    from deepstdp.trained import load_run
 
     run = load_run(run_dir)
     cfg = run.config
@@ -84,7 +84,7 @@ def run_features(run_dir: str, untrained: bool) -> tuple[np.ndarray, np.ndarray,
     model, pca = run.model, run.pca
     if untrained:
         torch.manual_seed(cfg.seed)
-        model = ConvNet.from_config(cfg, data.x_train.shape[1], run.checkpoint["k"]).eval()
+        model = ConvNet.from_config(cfg, data.x_train.shape[1], run.checkpoint.k).eval()
     emb = embed(model, extract_features(model, data.x_train))
     if untrained:
         pca = PCAWhitening(cfg.pca_dim).fit(emb)
@@ -116,7 +116,7 @@ def run_methods(run_dir: str, stdp_kw: dict[str, object]
     from deepstdp.registry import make_clusterer
     from deepstdp.rundir import load_checkpoint
 
-    cfg = TrainConfig.from_saved(load_checkpoint(run_dir)["config"])
+    cfg = load_checkpoint(run_dir).config
     # A k-means run never used its STDP settings: it meets today's spiking layer.
     stdp = dataclasses.replace(cfg.stdp if cfg.clusterer == "stdp" else STDPSettings(),
                                **stdp_kw)

@@ -131,7 +131,7 @@ def quality(args: argparse.Namespace) -> None:
     if args.run:
         from deepstdp.data import Data
         from deepstdp.features import embed, extract_features
-        from deepstdp.rundir import load_run
+        from deepstdp.trained import load_run
 
         run = load_run(args.run)
         data = Data(**run.config.data_options(), progress=False)

@@ -13,6 +13,7 @@ from deepstdp.cli import main
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert, fold_network
 from deepstdp.conversion.network import run_ops
+from deepstdp.conversion.settings import ConversionSettings
 from deepstdp.models import ConvNet
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError
@@ -65,7 +66,7 @@ def test_batchnorm_folding_leaves_outputs_unchanged():
 
 def rate_errors(model: ConvNet, x: torch.Tensor, timesteps: list[int]) -> list[float]:
     """Mean |count / T * threshold - activation| / mean activation of the feature layer."""
-    snn = convert(model, x, percentile=99.9)
+    snn = convert(model, x, ConversionSettings(percentile=99.9))
     with torch.no_grad():
         a = model.features(x)
     res = snn.simulate(x, timesteps)
@@ -96,7 +97,7 @@ def test_default_network_converts():
 
 def test_fanout_and_synapses_count_real_connections():
     x = torch.randn(8, 1, 16, 16)
-    snn = convert(random_net(), x, pool_neurons=False)
+    snn = convert(random_net(), x, ConversionSettings(pool_neurons=False))
     # Layer 1 (8 maps 16x16) -> 2x2 avg pool -> 3x3 conv (pad 1) with 16 outputs on 8x8.
     fan = snn.fanouts[0]
     assert fan[0, 5, 5] == 16 * 9 and fan[0, 0, 0] == 16 * 4 and fan[3, 0, 7] == 16 * 6

@@ -16,7 +16,7 @@ from conftest import fault_site
 
 from deepstdp.config import TrainConfig
 from deepstdp.distributed import ALONE, World
-from deepstdp.rundir import load_run
+from deepstdp.trained import load_run
 from deepstdp.training import train
 
 DEEPSTDP = str(Path(sys.executable).parent / "deepstdp")
@@ -108,7 +108,7 @@ def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path)
         assert abs(a["knn_acc"] - b["knn_acc"]) < 0.03
         assert abs(a["probe_acc"] - b["probe_acc"]) < 0.03
     run = load_run(tmp_path / "two")  # rank 0's checkpoint loads as a one-process run's
-    assert run.checkpoint["epoch"] == 2
+    assert run.checkpoint.epoch == 2
 
 
 def test_a_process_killed_mid_epoch_ends_the_other_and_resume_continues_as_uninterrupted(
@@ -134,7 +134,7 @@ def test_a_process_killed_mid_epoch_ends_the_other_and_resume_continues_as_unint
         lines[0].startswith("deepstdp: error: another process of this distributed run failed")
         and lines[0].endswith("continue with --resume")), lines
     assert [r["epoch"] for r in rows(out)] == [0, 1]  # epoch 1's files, whole
-    assert load_run(out).checkpoint["epoch"] == 1
+    assert load_run(out).checkpoint.epoch == 1
     assert not list(out.glob(".*.tmp"))
     res = torchrun(tmp_path, out, *SMALL, "--epochs", "3", "--resume")
     assert res.returncode == 0 and said(res) == [], res.stderr[-3000:]

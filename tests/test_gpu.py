@@ -9,11 +9,12 @@ import torch
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert_run
 from deepstdp.conversion.evaluation import evaluate_run
+from deepstdp.conversion.settings import ConversionSettings
 from deepstdp.data import Data
 from deepstdp.devices import Compute
 from deepstdp.features import extract_features
 from deepstdp.models import ConvNet
-from deepstdp.rundir import load_run
+from deepstdp.trained import load_run
 from deepstdp.training import train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -27,13 +28,13 @@ def test_train_on_the_gpu_then_resume_convert_and_evaluate_on_the_cpu(tmp_path, 
     assert rows[-1]["precision"] == expected.get(precision, precision)
     assert rows[-1]["knn_acc"] > 0.8  # digits: the untrained network's features already give 0.9
     ck = load_run(tmp_path).checkpoint
-    assert all(t.device.type == "cpu" for t in ck["model"].values())
+    assert all(t.device.type == "cpu" for t in ck.model.values())
 
     more = train(TrainConfig(**{**cfg.to_dict(), "epochs": 2, "device": "cpu"}), tmp_path,
                  resume=True, quiet=True)
     assert [r["epoch"] for r in more] == [0, 1, 2]
 
-    convert_run(tmp_path, calib_images=64)
+    convert_run(tmp_path, ConversionSettings(calib_images=64))
     on_gpu = evaluate_run(tmp_path, [8], limit=64, device="cuda")
     on_cpu = evaluate_run(tmp_path, [8], limit=64, device="cpu")
     assert on_gpu["rows"][0]["val_agreement"] == pytest.approx(

@@ -3,6 +3,7 @@ independent interpreter of the NIR definitions and in nirtorch; the portable for
 snnTorch and Norse (each skipped when not installed) with the counts of the network it states."""
 
 import contextlib
+import dataclasses
 import io
 
 import numpy as np
@@ -15,9 +16,11 @@ from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert
 from deepstdp.conversion.network import SpikingNet
 from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, to_nir
+from deepstdp.conversion.settings import ConversionSettings
 from deepstdp.data import Data
 from deepstdp.models import ConvNet
-from deepstdp.rundir import load_checkpoint, model_from_checkpoint
+from deepstdp.rundir import load_checkpoint
+from deepstdp.trained import model_from_checkpoint
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError
 
@@ -45,7 +48,8 @@ def run_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def digits(run_dir):
     """The run's CNN and 20 training images spread over the split."""
-    model, cfg = model_from_checkpoint(load_checkpoint(run_dir))
+    ck = load_checkpoint(run_dir)
+    model, cfg = model_from_checkpoint(ck), ck.config
     x = Data(**cfg.data_options(), progress=False).x_train
     return model, x[:256], x[::len(x) // 20][:20]
 
@@ -62,7 +66,7 @@ def roundtrip(graph, tmp_path):
 
 def variant(snn: SpikingNet, **settings) -> SpikingNet:
     """The same ops and thresholds with other neuron settings (reset, v_init)."""
-    return SpikingNet(snn.ops, snn.input_shape, {**snn.settings, **settings})
+    return SpikingNet(snn.ops, snn.input_shape, dataclasses.replace(snn.settings, **settings))
 
 
 def counts(snn: SpikingNet, x: torch.Tensor, dtype=torch.float32) -> np.ndarray:
@@ -178,7 +182,7 @@ def nir_simulate(graph, inputs: dict, steps: int) -> np.ndarray:
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 def test_exact_file_reproduces_the_spike_counts(digits, tmp_path, reset):
     model, calib, x = digits
-    snn = convert(model, calib, reset=reset)
+    snn = convert(model, calib, ConversionSettings(reset=reset))
     graph = roundtrip(to_nir(snn), tmp_path)
     images = x[:5].double()
     got = nir_simulate(graph, {"input": images.numpy()}, STEPS)
@@ -190,7 +194,7 @@ def test_exact_file_reproduces_the_spike_counts(digits, tmp_path, reset):
 def test_nirtorch_runs_the_exact_file_spike_for_spike(digits, tmp_path, reset):
     nirtorch = pytest.importorskip("nirtorch")
     model, calib, x = digits
-    snn = convert(model, calib, reset=reset)
+    snn = convert(model, calib, ConversionSettings(reset=reset))
     module = nirtorch.nir_to_torch(roundtrip(to_nir(snn), tmp_path), nirtorch_node_map())
     assert_same_counts(run_module(module, x), counts(snn, x))
 
@@ -214,7 +218,7 @@ def test_portable_file_is_the_network_with_reset_to_zero_from_rest(digits, tmp_p
 def test_snntorch_runs_the_portable_file_exactly_for_reset_to_zero(digits, tmp_path):
     import_nir = pytest.importorskip("snntorch.import_nir")
     model, calib, x = digits
-    snn = convert(model, calib, reset="zero", v_init=0.0)
+    snn = convert(model, calib, ConversionSettings(reset="zero", v_init=0.0))
     graph = roundtrip(to_nir(snn, fmt="portable"), tmp_path)
     assert graph.metadata["differences"] == ""
     with contextlib.redirect_stdout(io.StringIO()):  # it prints what it does

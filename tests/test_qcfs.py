@@ -12,6 +12,7 @@ from deepstdp.activations import QCFS, qcfs
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert, fold_network, relu_percentiles
 from deepstdp.conversion.network import Op, SpikingNet
+from deepstdp.conversion.settings import ConversionSettings
 from deepstdp.models import ConvNet
 from deepstdp.util import DeepSTDPError
 
@@ -70,7 +71,7 @@ def test_one_if_layer_equals_qcfs_at_T_equal_L():
     torch.manual_seed(0)
     conv = Op("conv", "conv", torch.randn(4, 2, 3, 3) / 3, torch.randn(4) / 4, padding=(1, 1))
     snn = SpikingNet([conv, Op("if", "if", threshold=lam, levels=levels)], (2, 6, 6),
-                     {"reset": "subtract", "v_init": 0.5})
+                     ConversionSettings(reset="subtract", v_init=0.5))
     x = torch.randn(32, 2, 6, 6)
     res = snn.simulate(x, [3, levels], dtype=torch.float64)
     want = qcfs(conv.to(torch.float64)(x.double()), lam, levels)

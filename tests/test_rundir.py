@@ -50,7 +50,7 @@ def test_kill_9_at_moments_chosen_by_progress_then_resume_equals_an_uninterrupte
     rng = random.Random(0)
 
     def done() -> int:  # the checkpoint's epoch, -1 before the first
-        return RunDir(run).load_checkpoint()["epoch"] if (run / "checkpoint.pt").exists() else -1
+        return RunDir(run).load_checkpoint().epoch if (run / "checkpoint.pt").exists() else -1
 
     # Each try: its KILL_AT (conftest.FAULTS; None: killed from outside as soon as epoch 0's row
     # is written), given the next epoch e; and the checkpoint epoch it leaves, given e.
@@ -74,10 +74,10 @@ def test_kill_9_at_moments_chosen_by_progress_then_resume_equals_an_uninterrupte
         wait_for(lambda p=proc: p.poll() is not None, what="the killed run's end")
         assert proc.returncode == -signal.SIGKILL, f"try {spec} was not killed"
         ck = RunDir(run).load_checkpoint()  # after any kill: a whole checkpoint, rows inside
-        assert [r["epoch"] for r in ck["metrics"]] == list(range(ck["epoch"] + 1))
+        assert [r["epoch"] for r in ck.metrics] == list(range(ck.epoch + 1))
         if leaves is not None:
-            assert ck["epoch"] == leaves(e), spec
-        assert ck["epoch"] < epochs
+            assert ck.epoch == leaves(e), spec
+        assert ck.epoch < epochs
         if spec == "checkpoint-mid:1":  # the half-written temp file is still there
             assert len(list(run.glob(".checkpoint.pt.*.tmp"))) == 1
         if spec == "checkpoint-after:2":  # metrics.jsonl one epoch behind the checkpoint

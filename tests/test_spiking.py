@@ -5,8 +5,9 @@ import pytest
 import torch
 
 from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, Op, SpikingNet, max_gate
+from deepstdp.conversion.settings import ConversionSettings
 
-SETTINGS = {"reset": "subtract", "v_init": 0.5}
+SETTINGS = ConversionSettings(reset="subtract", v_init=0.5)
 
 
 def two_layer_net() -> SpikingNet:

@@ -17,7 +17,7 @@ _PUBLIC = {
     "STDPClustering": "deepstdp.stdp.estimator",
     "TrainConfig": "deepstdp.config",
     "train": "deepstdp.training",
-    "load_run": "deepstdp.rundir",
+    "load_run": "deepstdp.trained",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

@@ -27,7 +27,23 @@ from deepstdp.config import (
     TrainConfig,
     stdp_settings,
 )
+from deepstdp.conversion.settings import NIR_FORMATS, READOUTS, RESETS, ConversionSettings
 from deepstdp.util import DeepSTDPError, SettingError
+
+TRAIN_DEFAULTS, CONVERSION_DEFAULTS = TrainConfig(), ConversionSettings()
+"""Where every default in a help text comes from: the library's, never restated here."""
+
+
+def shown(value: Any) -> str:
+    """A default as a help text shows it."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def default(setting: str, defaults: Any = TRAIN_DEFAULTS) -> str:
+    """'(default X)', X the library's default of `setting` (TrainConfig's unless told)."""
+    return f"(default {shown(getattr(defaults, setting))})"
 
 
 def parse_stdp_option(text: str) -> tuple[str, Any]:
@@ -43,11 +59,13 @@ def parse_stdp_option(text: str) -> tuple[str, Any]:
 
 def add_data_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", choices=DATASETS, help="default: digits (ships with scikit-learn)")
+    g.add_argument("--dataset", choices=DATASETS,
+                   help=f"digits ships with scikit-learn {default('dataset')}")
     g.add_argument("--data-root", help="Tiny ImageNet folder (or its parent); else $DEEPSTDP_DATA")
-    g.add_argument("--classes", help="class count N (first N wnids, sorted) or wnid,wnid,...")
+    g.add_argument("--classes", help="class count N (first N wnids, sorted) or wnid,wnid,... "
+                                     f"{default('classes')}")
     if resize:
-        g.add_argument("--image-size", type=int, help="resize side (default 32)")
+        g.add_argument("--image-size", type=int, help=f"resize side {default('image_size')}")
 
 
 def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
@@ -58,102 +76,118 @@ def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
         add_network_args(p)
     g = p.add_argument_group("clustering")
     if command != "compare":  # compare takes --clusterers
-        g.add_argument("--clusterer", choices=registry.names(), help="default kmeans")
+        g.add_argument("--clusterer", choices=registry.names(), help=default("clusterer"))
     g.add_argument("--kmeans-backend", choices=KMEANS_BACKENDS,
-                   help="k-means implementation; auto (default): faiss where installed and "
-                        "measured faster (large problems), else sklearn")
-    g.add_argument("--k", type=int, help="clusters evaluated (default: number of classes)")
-    g.add_argument("--pca-dim", type=int, help="PCA-whitening dimension (default 32)")
+                   help="k-means implementation; auto: faiss where installed and measured "
+                        f"faster (large problems), else sklearn {default('kmeans_backend')}")
+    g.add_argument("--k", type=int, help="clusters evaluated (unless given: the number of "
+                                         "classes)")
+    g.add_argument("--pca-dim", type=int, help=f"PCA-whitening dimension {default('pca_dim')}")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
-                   help="a spiking-layer setting (deepstdp.stdp.settings), repeatable "
-                        "(e.g. --stdp time=100)")
+                   help="a spiking-layer setting (deepstdp.stdp.settings, docs/snn.md), "
+                        "repeatable, e.g. --stdp time=100; the settings (defaults): "
+                        + ", ".join(f"{f.name} ({shown(getattr(TRAIN_DEFAULTS.stdp, f.name))})"
+                                    for f in dataclasses.fields(TRAIN_DEFAULTS.stdp)))
     if loop:
         add_loop_args(p, g)
     g = p.add_argument_group("run")
-    g.add_argument("--seed", type=int, help="default 0")
+    g.add_argument("--seed", type=int, help=default("seed"))
     g.add_argument("--threads", type=int,
-                   help="default: all cores; results are reproducible for a fixed seed and "
+                   help="unless given: all cores; results are reproducible for a fixed seed and "
                         "thread count")
     if loop:
-        g.add_argument("--device", help=DEVICE_HELP)
+        g.add_argument("--device", help=f"{DEVICE_HELP} {default('device')}")
     g.add_argument("--config", help="JSON file of settings; command-line options override it")
 
 
-DEVICE_HELP = ("where the network runs: auto (default: a CUDA GPU if present, else the CPU), "
-               "cpu, cuda, cuda:N or mps")
+DEVICE_HELP = ("where the network runs: auto (a CUDA GPU if present, else the CPU), cpu, cuda, "
+               "cuda:N or mps")
 
 
 def add_network_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("network")
-    g.add_argument("--widths", help="conv widths and M for pooling, e.g. 32,M,64,M,128,M,256,M")
-    g.add_argument("--feat-dim", type=int, help="feature layer width (default 512)")
+    g.add_argument("--widths", help=f"conv widths and M for pooling {default('widths')}")
+    g.add_argument("--feat-dim", type=int, help=f"feature layer width {default('feat_dim')}")
     g.add_argument("--sobel", action=argparse.BooleanOptionalAction, default=None,
-                   help="grayscale+Sobel input filter (default off)")
+                   help=f"grayscale+Sobel input filter {default('sobel')}")
     g.add_argument("--pool", choices=POOLS,
-                   help="avg (default; converts exactly to spiking neurons) or max")
+                   help="avg converts exactly to spiking neurons, max through a gate "
+                        f"{default('pool')}")
     g.add_argument("--activation", choices=ACTIVATIONS,
-                   help="relu (default) or qcfs: quantised, converts to spiking neurons in "
-                        "few steps (docs/conversion.md)")
-    g.add_argument("--qcfs-levels", type=int, help="quantisation levels of qcfs (default 8)")
+                   help="qcfs: quantised, converts to spiking neurons in few steps "
+                        f"(docs/conversion.md) {default('activation')}")
+    g.add_argument("--qcfs-levels", type=int,
+                   help=f"quantisation levels of qcfs {default('qcfs_levels')}")
     g.add_argument("--proj-dim", type=int,
                    help="L2-normalised projection that is clustered; 0: the features "
-                        "(default 128)")
-    g.add_argument("--dropout", type=float, help="before the feature layer (default 0)")
+                        f"{default('proj_dim')}")
+    g.add_argument("--dropout", type=float,
+                   help=f"before the feature layer {default('dropout')}")
     g.add_argument("--precision", choices=PRECISIONS,
-                   help="default auto: on a CUDA GPU bf16 where supported, else fp16; on the CPU "
-                        "bf16 where the CPU has native bf16 and it measures faster; fp16 needs "
-                        "a GPU")
+                   help="auto: on a CUDA GPU bf16 where supported, else fp16; on the CPU bf16 "
+                        "where the CPU has native bf16 and it measures faster; fp16 needs a GPU "
+                        f"{default('precision')}")
 
 
 def add_loop_args(p: argparse.ArgumentParser, g: Any) -> None:
     """Settings of the training loop: the clustering group's rest, targets, augmentation and
     optimisation."""
     g.add_argument("--k-train", type=int,
-                   help="clusters that make the training targets (default 10 * k)")
+                   help="clusters that make the training targets (unless given: 10 * k)")
     g.add_argument("--align-pca", action=argparse.BooleanOptionalAction, default=None,
-                   help="rotate each epoch's PCA basis onto the last one's (default on)")
+                   help=f"rotate each epoch's PCA basis onto the last one's {default('align_pca')}")
     g.add_argument("--stdp-carry", choices=CARRIES,
-                   help="spiking layer across epochs (default continue)")
+                   help=f"spiking layer across epochs {default('stdp_carry')}")
     g = p.add_argument_group("targets and top layer (docs/learning.md)")
     g.add_argument("--head", choices=HEADS,
-                   help="centroid: fixed cluster centroids (DeepCluster-v2, default); "
-                        "reset: a new linear layer each epoch (DeepCluster)")
-    g.add_argument("--temperature", type=float, help="centroid head (default 0.1)")
+                   help="centroid: fixed cluster centroids (DeepCluster-v2); reset: a new linear "
+                        f"layer each epoch (DeepCluster) {default('head')}")
+    g.add_argument("--temperature", type=float, help=f"centroid head {default('temperature')}")
     g.add_argument("--sampling", choices=SAMPLINGS,
-                   help="uniform over clusters (default) or shuffle")
+                   help=f"uniform over clusters, or shuffle {default('sampling')}")
     g.add_argument("--balance", choices=BALANCES,
-                   help="sinkhorn: equal-size targets (SeLa); default none")
+                   help=f"sinkhorn: equal-size targets (SeLa) {default('balance')}")
     g.add_argument("--target-keep", type=float,
-                   help="fraction of each target cluster, the surest, trained on (default 1)")
+                   help="fraction of each target cluster, the surest, trained on "
+                        f"{default('target_keep')}")
     g = p.add_argument_group("augmentation")
-    g.add_argument("--views", type=int, help="augmented views per image and step (default 2)")
-    g.add_argument("--crop-scale", type=float, help="smallest crop area fraction (default 0.2)")
-    g.add_argument("--jitter", type=float, help="colour jitter strength, RGB (default 0.4)")
+    g.add_argument("--views", type=int,
+                   help=f"augmented views per image and step {default('views')}")
+    g.add_argument("--crop-scale", type=float,
+                   help=f"smallest crop area fraction {default('crop_scale')}")
+    g.add_argument("--jitter", type=float,
+                   help=f"colour jitter strength, RGB {default('jitter')}")
     g.add_argument("--grayscale", type=float,
-                   help="probability of a grayscale view, RGB (default 0.2)")
+                   help=f"probability of a grayscale view, RGB {default('grayscale')}")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, help="default 40")
-    g.add_argument("--batch-size", type=int, help="default 128")
-    g.add_argument("--lr", type=float, help="peak learning rate (default 0.03)")
+    g.add_argument("--epochs", type=int, help=default("epochs"))
+    g.add_argument("--batch-size", type=int, help=default("batch_size"))
+    g.add_argument("--lr", type=float, help=f"peak learning rate {default('lr')}")
     g.add_argument("--schedule", choices=SCHEDULES,
-                   help="cosine (after warm-up, default) or constant")
-    g.add_argument("--warmup-epochs", type=int, help="default 2")
-    g.add_argument("--momentum", type=float, help="default 0.9")
-    g.add_argument("--weight-decay", type=float, help="default 5e-4")
-    g.add_argument("--knn-k", type=int, help="neighbours of the k-NN diagnostic (default 20)")
+                   help=f"cosine (after warm-up) or constant {default('schedule')}")
+    g.add_argument("--warmup-epochs", type=int, help=default("warmup_epochs"))
+    g.add_argument("--momentum", type=float, help=default("momentum"))
+    g.add_argument("--weight-decay", type=float, help=default("weight_decay"))
+    g.add_argument("--knn-k", type=int,
+                   help=f"neighbours of the k-NN diagnostic {default('knn_k')}")
+
+
+def given(args: argparse.Namespace, settings: type) -> dict[str, Any]:
+    """The fields of the dataclass `settings` given on the command line (None: not given)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(settings)
+            if getattr(args, f.name, None) is not None}
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
     """Defaults (or `base`), then --config, then the options given on the command line."""
     cfg = TrainConfig.from_file(args.config) if args.config else base or TrainConfig()
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)
-             if getattr(args, f.name, None) is not None}
-    if "stdp" in given:
-        given["stdp"] = stdp_settings(dict(parse_stdp_option(s) for s in given["stdp"]),
-                                      cfg.stdp)
-    if "classes" in given:
-        given["classes"] = str(given["classes"])
-    return registry.validated(dataclasses.replace(cfg, **given))
+    options = given(args, TrainConfig)
+    if "stdp" in options:
+        options["stdp"] = stdp_settings(dict(parse_stdp_option(s) for s in options["stdp"]),
+                                        cfg.stdp)
+    if "classes" in options:
+        options["classes"] = str(options["classes"])
+    return registry.validated(dataclasses.replace(cfg, **options))
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -187,7 +221,7 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from deepstdp.compare import run_all, write_report
+    from deepstdp.compare import REPORT, run_all, write_report
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
@@ -210,7 +244,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if "relative_acc_gain_pct" in summary:
         print(f"relative ACC gain {summary['relative_acc_gain_pct']:+.1f}%, iso-accuracy "
               f"speed-up {summary['iso_accuracy_speedup_epochs']} (epochs)")
-    print(f"report: {out / 'report.md'}")
+    print(f"report: {out / REPORT}")
     return 0
 
 
@@ -278,15 +312,15 @@ def cmd_download(args: argparse.Namespace) -> int:
 def cmd_convert(args: argparse.Namespace) -> int:
     from deepstdp import threads
     from deepstdp.conversion.converter import convert_run
+    from deepstdp.rundir import SPIKING_NET
 
+    settings = dataclasses.replace(ConversionSettings(), **given(args, ConversionSettings))
     with threads.pinned(args.threads):
-        snn = convert_run(args.run_dir, percentile=args.percentile, reset=args.reset,
-                          v_init=args.v_init, pool_neurons=args.pool_neurons,
-                          calib_images=args.calib_images, progress=not args.quiet)
+        snn = convert_run(args.run_dir, settings, progress=not args.quiet)
     if not args.quiet:
         ifs = [op for op, _ in snn.stages if op.kind == "if"]
         ths = ", ".join(f"{op.threshold:.3g}" for op in ifs)
-        print(f"wrote {args.run_dir}/spiking.pt: {len(ifs)} IF layers, "
+        print(f"wrote {args.run_dir}/{SPIKING_NET}: {len(ifs)} IF layers, "
               f"{snn.n_neurons()} neurons, thresholds {ths}")
     return 0
 
@@ -300,7 +334,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        device=args.device)
     print(format_rows(res["ann"], res["rows"]))
     if steps:
-        print(f"wrote {args.run_dir}/spiking.json, spiking.md and spiking.png")
+        from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE
+
+        print(f"wrote {args.run_dir}/{SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
     return 0
 
 
@@ -325,19 +361,26 @@ def cmd_export(args: argparse.Namespace) -> int:
 def add_conversion_parsers(sub: Any) -> None:
     c = sub.add_parser("convert", help="convert a run's CNN to integrate-and-fire neurons")
     c.add_argument("run_dir", help="run directory with checkpoint.pt; writes spiking.pt there")
-    c.add_argument("--percentile", type=float, default=99.9,
+
+    def conversion_default(setting: str) -> str:
+        return default(setting, CONVERSION_DEFAULTS)
+
+    c.add_argument("--percentile", type=float,
                    help="threshold of a ReLU layer = this percentile of its positive "
-                        "activations (default 99.9); QCFS layers keep their trained one")
-    c.add_argument("--reset", choices=("subtract", "zero"), default="subtract",
-                   help="membrane reset after a spike (default subtract)")
-    c.add_argument("--v-init", type=float, default=0.5,
-                   help="initial membrane potential, fraction of the threshold (default 0.5)")
-    c.add_argument("--pool-neurons", action=argparse.BooleanOptionalAction, default=True,
+                        "activations; QCFS layers keep their trained one "
+                        f"{conversion_default('percentile')}")
+    c.add_argument("--reset", choices=RESETS,
+                   help=f"membrane reset after a spike {conversion_default('reset')}")
+    c.add_argument("--v-init", type=float,
+                   help="initial membrane potential, fraction of the threshold "
+                        f"{conversion_default('v_init')}")
+    c.add_argument("--pool-neurons", action=argparse.BooleanOptionalAction, default=None,
                    help="IF neurons after each pooling, so that the next layer's fan-out is "
-                        "paid once per pooled cell (default on)")
-    c.add_argument("--calib-images", type=int, default=512,
-                   help="training images the thresholds are measured on (default 512)")
-    c.add_argument("--threads", type=int, help="default: all cores")
+                        f"paid once per pooled cell {conversion_default('pool_neurons')}")
+    c.add_argument("--calib-images", type=int,
+                   help="training images the thresholds are measured on "
+                        f"{conversion_default('calib_images')}")
+    c.add_argument("--threads", type=int, help="unless given: all cores")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_convert)
 
@@ -347,26 +390,28 @@ def add_conversion_parsers(sub: Any) -> None:
                    help="also simulate the converted network (converting it if needed) and "
                         "write spiking.json, spiking.md and spiking.png")
     e.add_argument("--timesteps", default="16,32,64,128,256",
-                   help="simulation lengths T, all in one run (default 16,32,64,128,256)")
-    e.add_argument("--readout", choices=("count", "membrane"), default="count",
-                   help="features from the feature layer's spike counts (default) or from the "
-                        "input it integrated (docs/conversion.md)")
-    e.add_argument("--limit", type=int, help="images per split, spread evenly (default all)")
-    e.add_argument("--batch", type=int, default=256, help="images simulated at once")
-    e.add_argument("--threads", type=int, help="default: all cores")
-    e.add_argument("--device", default="auto", help=DEVICE_HELP)
+                   help="simulation lengths T, all in one run (default %(default)s)")
+    e.add_argument("--readout", choices=READOUTS, default=READOUTS[0],
+                   help="features from the feature layer's spike counts or from the input it "
+                        "integrated (docs/conversion.md) (default %(default)s)")
+    e.add_argument("--limit", type=int, help="images per split, spread evenly (unless given: "
+                                             "all)")
+    e.add_argument("--batch", type=int, default=256,
+                   help="images simulated at once (default %(default)s)")
+    e.add_argument("--threads", type=int, help="unless given: all cores")
+    e.add_argument("--device", default="auto", help=f"{DEVICE_HELP} (default %(default)s)")
     e.add_argument("--quiet", action="store_true", help="no progress bars")
     e.set_defaults(func=cmd_evaluate)
 
     x = sub.add_parser("export", help="write the converted network to a NIR file")
     x.add_argument("run_dir", help="run directory with checkpoint.pt")
     x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
-    x.add_argument("--format", choices=("exact", "portable"), default="exact",
-                   help="exact (default): spike for spike, runs in nirtorch with "
+    x.add_argument("--format", choices=NIR_FORMATS, default=NIR_FORMATS[0],
+                   help="exact: spike for spike, runs in nirtorch with "
                         "deepstdp.conversion.nir_export.nirtorch_node_map(); portable: nodes "
                         "that snnTorch and Norse import, with membranes starting at 0 and, in "
-                        "snnTorch, reset to zero (docs/nir.md)")
-    x.add_argument("--threads", type=int, help="default: all cores")
+                        "snnTorch, reset to zero (docs/nir.md) (default %(default)s)")
+    x.add_argument("--threads", type=int, help="unless given: all cores")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)
 
@@ -394,9 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("compare", help="k-means against STDP pseudo-labels over seeds")
     add_train_args(c, "compare")
-    c.add_argument("--clusterers", default="kmeans,stdp", help="default kmeans,stdp")
-    c.add_argument("--seeds", default="0,1,2", help="default 0,1,2")
-    c.add_argument("--jobs", type=int, default=1, help="runs side by side (default 1)")
+    c.add_argument("--clusterers", default="kmeans,stdp", help="(default %(default)s)")
+    c.add_argument("--seeds", default="0,1,2", help="(default %(default)s)")
+    c.add_argument("--jobs", type=int, default=1, help="runs side by side (default %(default)s)")
     c.add_argument("--out", required=True, help="comparison directory")
     c.add_argument("--resume", action="store_true", help="continue a stopped comparison")
     c.add_argument("--force", action="store_true", help="replace a comparison in --out")

@@ -1,7 +1,12 @@
 """`deepstdp compare`: one run per (clusterer, seed) on identical settings, then the summary.
 
-The runs are ordinary run directories under OUT/runs/, so a stopped comparison resumes run by
-run, and any one of them can be inspected or resumed with `deepstdp train` alike.
+OUT/
+  compare.json    the settings: the base TrainConfig, the clusterers and the seeds
+  runs/CLUSTERER-seedS/   an ordinary run directory (deepstdp.rundir) per run
+  summary.json, report.md, curves.png, clusters.png, confusion.png   the summary
+
+A stopped comparison resumes run by run, by the rule a run resumes by (rundir), and any one of
+its runs can be inspected or resumed with `deepstdp train` alike.
 """
 
 from __future__ import annotations
@@ -20,17 +25,19 @@ import numpy as np
 from deepstdp import threads
 from deepstdp.config import TrainConfig
 from deepstdp.registry import validated
-from deepstdp.rundir import RunDir, check_writable
+from deepstdp.rundir import RunDir, changed_settings, check_resume_or_force, check_writable
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
 from deepstdp.workers import init_worker
 
+SPEC, RUNS, SUMMARY, REPORT = "compare.json", "runs", "summary.json", "report.md"
+CURVES, CLUSTERS, CONFUSION = "curves.png", "clusters.png", "confusion.png"
 METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "knn_acc", "probe_acc")
 TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
 
 
 def run_dir(out: Path, clusterer: str, seed: int) -> Path:
-    return out / "runs" / f"{clusterer}-seed{seed}"
+    return out / RUNS / f"{clusterer}-seed{seed}"
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -53,20 +60,20 @@ def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: 
     of every run, the data, and what OUT already holds."""
     from deepstdp.data import load_dataset
 
-    if resume and force:
-        raise DeepSTDPError("resume and force exclude each other")
+    check_resume_or_force(resume, force)
     check_writable(out)
-    spec_file = out / "compare.json"
+    spec_file = out / SPEC
     if spec_file.exists() and not (resume or force):
         raise DeepSTDPError(f"{out} already holds a comparison; resume it or replace it (force)")
     if resume:
         if not spec_file.exists():
             raise DeepSTDPError(f"nothing to resume: {spec_file} not found")
         saved = json.loads(spec_file.read_text())
-        free = {"epochs": 0, "threads": 0}
-        if {**saved, "base": {**saved["base"], **free}} != {**spec, "base": {**spec["base"],
-                                                                            **free}}:
-            raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ")
+        diff = changed_settings(TrainConfig.from_saved(saved["base"]), base)
+        diff += [k for k in ("clusterers", "seeds") if saved[k] != spec[k]]
+        if diff:
+            raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ "
+                                f"({', '.join(diff)})")
     for c in clusterers:
         validated(dataclasses.replace(base, clusterer=c))
     load_dataset(base.dataset, "train", data_root=base.data_root, classes=base.classes)
@@ -80,9 +87,9 @@ def run_all(base: TrainConfig, clusterers: list[str], seeds: list[int], out: Pat
     spec = {"base": base.to_dict(), "clusterers": clusterers, "seeds": seeds}
     check_comparison(base, clusterers, out, spec, resume, force)
     if force:
-        shutil.rmtree(out / "runs", ignore_errors=True)
+        shutil.rmtree(out / RUNS, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "compare.json", spec)
+    write_json_atomic(out / SPEC, spec)
     n = base.threads or max(1, threads.resolve(None) // jobs)
     work = [(dataclasses.replace(base, clusterer=c, seed=s, threads=n),
              str(run_dir(out, c, s)), quiet or jobs > 1) for c in clusterers for s in seeds]
@@ -176,22 +183,22 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
 
     data = {c: curves(out, c, seeds) for c in clusterers}
     summary = summarise(out, clusterers, seeds, data=data)
-    write_json_atomic(out / "summary.json", summary)
-    plot_compare_curves(data, out / "curves.png")
+    write_json_atomic(out / SUMMARY, summary)
+    plot_compare_curves(data, out / CURVES)
     # Summed over runs from their own logs, so a resumed comparison still counts every epoch.
     seconds = sum(float(d["seconds"][:, -1].sum()) for d in data.values())
     # Pictures of the last seed's final clustering, for the Deep-STDP run if there is one.
     shown = "stdp" if "stdp" in clusterers else clusterers[-1]
     run = run_dir(out, shown, seeds[-1])
     ck = RunDir(run).load_checkpoint()
-    cfg = TrainConfig.from_saved(ck["config"])
-    labels = np.asarray(ck["labels"])
+    cfg = ck.config
+    labels = np.asarray(ck.labels)
     train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
                              classes=cfg.classes, progress=False)
-    plot_cluster_grid(train_set.images, labels, out / "clusters.png")
+    plot_cluster_grid(train_set.images, labels, out / CLUSTERS)
     m = contingency(train_set.labels, labels)
-    plot_confusion(m, train_set.classes, out / "confusion.png",
-                   f"{shown}, seed {seeds[-1]}, epoch {ck['epoch']}")
-    write_text_atomic(out / "report.md",
-                      comparison_markdown(summary, clusterers, command, seconds))
+    plot_confusion(m, train_set.classes, out / CONFUSION,
+                   f"{shown}, seed {seeds[-1]}, epoch {ck.epoch}")
+    write_text_atomic(out / REPORT, comparison_markdown(summary, clusterers, command, seconds,
+                                                        (CURVES, CLUSTERS, CONFUSION)))
     return summary

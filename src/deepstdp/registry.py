@@ -75,9 +75,12 @@ def _stdp(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
 
 def _stdp_pictures(clusterer: Clusterer, folder: Path,
                    image_shape: tuple[int, int] | None = None) -> None:
-    from deepstdp.stdp.plots import write_pictures
+    """The spiking layer's receptive fields and activity, named as a run directory has them."""
+    from deepstdp.rundir import STDP_ACTIVITY, STDP_WEIGHTS
+    from deepstdp.stdp.plots import plot_neuron_activity, plot_receptive_fields
 
-    write_pictures(clusterer, folder, image_shape=image_shape)
+    plot_receptive_fields(clusterer, Path(folder) / STDP_WEIGHTS, image_shape)
+    plot_neuron_activity(clusterer, Path(folder) / STDP_ACTIVITY)
 
 
 register("kmeans", ClustererKind(_kmeans))

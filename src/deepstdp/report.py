@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,8 +107,8 @@ def _fmt(s: dict[str, float]) -> str:
 
 
 def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
-                        seconds: float) -> str:
-    """report.md: the table of means and stds, the gains, and the pictures."""
+                        seconds: float, pictures: Sequence[str]) -> str:
+    """report.md: the table of means and stds, the gains, and the `pictures` beside it."""
     rows = [("train ACC (final)", "final_acc"), ("train ACC (best)", "best_acc"),
             ("train NMI", "final_nmi"), ("train ARI", "final_ari"),
             ("val ACC", "final_val_acc"), ("val NMI", "final_val_nmi"),
@@ -146,9 +147,9 @@ def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
         "", f"Command: `{command}`  ",
         f"Run time: {seconds / 60:.1f} min summed over the runs (divide by `--jobs` for wall "
         "time when runs go side by side).", "",
-        "![curves](curves.png)", "", "![clusters](clusters.png)", "",
-        "![confusion](confusion.png)", "",
     ]
+    for picture in pictures:
+        lines += [f"![{Path(picture).stem}]({picture})", ""]
     return "\n".join(lines)
 
 
@@ -179,7 +180,7 @@ READOUT_NAMES = {"count": "spike counts", "membrane": "integrated input"}
 
 
 def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_mac: float,
-                     pj_per_ac: float) -> str:
+                     pj_per_ac: float, picture: str) -> str:
     """spiking.md: the CNN, then per T the spiking pipeline's metrics, agreement and costs."""
     first = rows[0]
     head = ("| T | ACC | NMI | ARI | val ACC | val NMI | val ARI | agreement train / val | "
@@ -206,4 +207,4 @@ def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_m
             f"{r['sops_per_image'] / 1e6:.2f} M | "
             f"{r['sops_per_image'] / r['macs_per_image']:.2f} | {r['energy_snn_uj']:.1f} | "
             f"{r['seconds_per_image'] * 1e3:.2f} |")
-    return "\n".join([*lines, "", "![spiking](spiking.png)", ""])
+    return "\n".join([*lines, "", f"![{Path(picture).stem}]({picture})", ""])

@@ -1,10 +1,13 @@
-"""A run directory: the one module that knows its layout, writes it and reads it back.
+"""A run directory: the one module that knows its layout, writes it and reads it back. Other
+modules take its file names and its `Checkpoint` from here, and resume by its rule
+(`RESUMABLE_CHANGES`, `check_resume_or_force`); `deepstdp.trained` builds a usable model,
+PCA and clusterer from a checkpoint.
 
 RUN/
   config.json     the resolved settings and the package version
-  checkpoint.pt   the last complete epoch: weights, optimiser, clusterers, PCA, targets and
-                  every metrics row so far; tensors and plain types only, so a plain
-                  `torch.load(path)` (weights_only) opens it
+  checkpoint.pt   the last complete epoch (`Checkpoint`): weights, optimiser, clusterers, PCA,
+                  targets and every metrics row so far; tensors and plain types only, so a
+                  plain `torch.load(path)` (weights_only) opens it
   metrics.jsonl   the same rows, one JSON object per epoch, for people and plots
   curves.png, stdp_*.png             pictures of that epoch
   spiking.pt, spiking.json/.md/.png  written by convert and evaluate
@@ -20,6 +23,7 @@ leaves the directory as it found it.
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import hashlib
 import json
@@ -29,25 +33,101 @@ import shutil
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from deepstdp.config import TrainConfig
 from deepstdp.util import DeepSTDPError, atomic_write, remove_stale_tmp, write_json_atomic
 
 if TYPE_CHECKING:
-    from deepstdp.clustering import Clusterer, PCAWhitening
-    from deepstdp.models import ConvNet
+    import torch
 
 CONFIG, CHECKPOINT, METRICS, LOCK = "config.json", "checkpoint.pt", "metrics.jsonl", ".lock"
 TENSORBOARD = "tensorboard"
-PICTURES = ("curves.png", "stdp_weights.png", "stdp_activity.png")
+CURVES, STDP_WEIGHTS, STDP_ACTIVITY = "curves.png", "stdp_weights.png", "stdp_activity.png"
+PICTURES = (CURVES, STDP_WEIGHTS, STDP_ACTIVITY)
 """Drawn after every epoch (the spiking layer's two only for the spiking clusterer)."""
-RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, "spiking.pt", "spiking.json",
-             "spiking.md", "spiking.png")
+SPIKING_NET, SPIKING_ROWS = "spiking.pt", "spiking.json"
+SPIKING_TABLE, SPIKING_PLOT = "spiking.md", "spiking.png"
+"""The converted network (convert), and the spiking evaluation's rows, table and picture."""
+RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, SPIKING_NET, SPIKING_ROWS, SPIKING_TABLE,
+             SPIKING_PLOT)
 RESUMABLE_CHANGES = ("epochs", "threads", "device")
-"""Settings that may differ when a run is resumed: the length, and where it computes: thread
-count and device (the continuation is reproducible only for the same ones)."""
+"""Settings that may differ when a run (or a comparison of runs) is resumed: the length, and
+where it computes: thread count and device (the continuation is reproducible only for the same
+ones)."""
+
+
+@dataclass
+class Checkpoint:
+    """checkpoint.pt: the state after a complete epoch, everything a resumed run and a loaded
+    one need. `to_dict` is what the file holds (the keys of 0.2-0.5 files, tensors and plain
+    types only, so `torch.load(path)` opens it weights-only, without deepstdp); `from_dict`
+    reads files of any of those versions."""
+
+    epoch: int
+    config: TrainConfig
+    k: int
+    """Clusters evaluated."""
+    model: dict[str, torch.Tensor]
+    """The network's weights, all but its top layer (rebuilt from each epoch's clusters)."""
+    optimizer: dict[str, Any]
+    labels: torch.Tensor
+    """The evaluated clustering's label per training image."""
+    targets: torch.Tensor
+    """The next epoch's training targets (k_train clusters)."""
+    prototypes: torch.Tensor
+    """Their unit-norm centroids in embedding space (the centroid head's weights)."""
+    target_keep: torch.Tensor
+    """Which images train in the next epoch (TrainConfig.target_keep)."""
+    clusterer: dict[str, dict[str, Any]]
+    """The state dicts of the 'evaluated' and the 'targets' clusterer."""
+    pca: dict[str, Any]
+    input_mean: torch.Tensor
+    input_std: torch.Tensor
+    """Per-channel statistics that normalise the images."""
+    precision: str
+    """What the run computes in; a resumed run keeps it."""
+    version: str | None
+    metrics: list[dict[str, Any]] | None
+    """Every metrics row so far (since 0.3; None before)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        # `bf16` is the precision as 0.3 and older readers know it.
+        return {**d, "config": self.config.to_dict(), "bf16": self.precision == "bf16"}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
+        """A checkpoint file's contents; 0.2-0.4 files lack what later versions added."""
+        import torch
+
+        required = {f.name for f in dataclasses.fields(cls)} - {"target_keep", "precision",
+                                                               "metrics", "version"}
+        missing = sorted(required - set(d))
+        if missing:
+            raise DeepSTDPError(f"not a deepstdp checkpoint: no {', '.join(missing)}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{**{k: v for k, v in d.items() if k in names},
+                      "config": TrainConfig.from_saved(d["config"]),
+                      "precision": d.get("precision", "bf16" if d.get("bf16") else "fp32"),
+                      "target_keep": d.get("target_keep",
+                                           torch.ones(len(d["targets"]), dtype=torch.bool)),
+                      "version": d.get("version"), "metrics": d.get("metrics")})
+
+
+def check_resume_or_force(resume: bool, force: bool) -> None:
+    """Resuming continues what a directory holds in place; forcing replaces it: never both."""
+    if resume and force:
+        raise DeepSTDPError("resume and force exclude each other: resume continues the run "
+                            "in place, force replaces it")
+
+
+def changed_settings(saved: TrainConfig, now: TrainConfig) -> list[str]:
+    """The settings that keep `now` from resuming a run started with `saved`."""
+    old, new = saved.to_dict(), now.to_dict()
+    return [k for k in new if k not in RESUMABLE_CHANGES and old.get(k) != new[k]]
 
 
 def _plain(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,9 +151,7 @@ class RunDir:
 
     def check_start(self, resume: bool, force: bool) -> None:
         """Refuse a start that could not proceed, touching nothing."""
-        if resume and force:
-            raise DeepSTDPError("resume and force exclude each other: resume continues the run "
-                                "in place, force replaces it")
+        check_resume_or_force(resume, force)
         check_writable(self.path)
         if resume:
             if not self.holds_run():
@@ -85,12 +163,11 @@ class RunDir:
     def saved_config(self) -> TrainConfig:
         """The settings the run was started with (its checkpoint's, else config.json)."""
         if self.holds_run():
-            return TrainConfig.from_saved(self.load_checkpoint()["config"])
+            return self.load_checkpoint().config
         return TrainConfig.from_file(self / CONFIG, saved=True)
 
     def check_same(self, cfg: TrainConfig, done_epochs: int) -> None:
-        saved, now = self.saved_config().to_dict(), cfg.to_dict()
-        diff = [k for k in now if k not in RESUMABLE_CHANGES and saved.get(k) != now[k]]
+        diff = changed_settings(self.saved_config(), cfg)
         if diff:
             raise DeepSTDPError(f"cannot resume {self.path}: settings differ from the saved run "
                                 f"({', '.join(diff)})")
@@ -134,12 +211,13 @@ class RunDir:
             if created and not any(self.path.iterdir()):
                 self.path.rmdir()
 
-    def save_epoch(self, state: dict[str, Any], rows: list[dict[str, Any]]) -> None:
+    def save_epoch(self, ck: Checkpoint) -> None:
         """The checkpoint (with every row so far inside it), then metrics.jsonl from it."""
         import torch
 
-        rows = _plain(rows)
-        atomic_write(self / CHECKPOINT, lambda p: torch.save({**state, "metrics": rows}, p))
+        rows = _plain(ck.metrics or [])
+        state = {**ck.to_dict(), "metrics": rows}
+        atomic_write(self / CHECKPOINT, lambda p: torch.save(state, p))
         self.write_metrics(rows)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
@@ -158,16 +236,16 @@ class RunDir:
         except json.JSONDecodeError as e:
             raise DeepSTDPError(f"{path} is not valid JSON lines: {e}") from None
 
-    def load_checkpoint(self) -> dict[str, Any]:
+    def load_checkpoint(self) -> Checkpoint:
         """checkpoint.pt on the CPU, read without unpickling code (weights_only)."""
         return load_checkpoint_file(self / CHECKPOINT)
 
-    def checkpoint_rows(self, ck: dict[str, Any]) -> list[dict[str, Any]]:
+    def checkpoint_rows(self, ck: Checkpoint) -> list[dict[str, Any]]:
         """The metrics rows up to the checkpoint's epoch: carried inside it since 0.3, read
         from metrics.jsonl (trimmed) for older runs."""
-        if "metrics" in ck:
-            return list(ck["metrics"])
-        return [r for r in self.metrics() if r["epoch"] <= ck["epoch"]]
+        if ck.metrics is not None:
+            return list(ck.metrics)
+        return [r for r in self.metrics() if r["epoch"] <= ck.epoch]
 
     def checkpoint_digest(self) -> str:
         return hashlib.sha256(self._existing(CHECKPOINT).read_bytes()).hexdigest()
@@ -202,7 +280,7 @@ def _legacy_numpy_globals() -> list[Any]:
                                               "Float64DType", "UInt64DType", "BoolDType"))]
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint_file(path: str | os.PathLike) -> Checkpoint:
     """A checkpoint on the CPU; a clear error when it is missing, truncated or not ours."""
     import torch
 
@@ -218,62 +296,16 @@ def load_checkpoint_file(path: str | os.PathLike) -> dict[str, Any]:
                             f"({reason[:120]})") from None
     if not isinstance(ck, dict) or not {"epoch", "model", "config", "k"} <= set(ck):
         raise DeepSTDPError(f"{path} is not a deepstdp checkpoint")
-    return ck
+    try:
+        return Checkpoint.from_dict(ck)
+    except DeepSTDPError as e:
+        raise DeepSTDPError(f"{path}: {e}") from None
 
 
-# ---------------------------------------------------------------------- restoring a run
-
-
-class LoadedRun(NamedTuple):
-    """A trained run, ready to use: `clusterer.predict(pca.transform(embeddings))`."""
-
-    config: TrainConfig
-    model: ConvNet
-    pca: PCAWhitening
-    clusterer: Clusterer
-    checkpoint: dict[str, Any]
-
-
-def saved_precision(ck: dict[str, Any]) -> str:
-    """The precision a checkpoint's run computes in (0.3 checkpoints hold only a bf16 flag)."""
-    return ck.get("precision", "bf16" if ck.get("bf16") else "fp32")
-
-
-def model_from_checkpoint(ck: dict[str, Any]) -> tuple[ConvNet, TrainConfig]:
-    """The checkpoint's network in eval mode (its top layer is not saved) and its settings."""
-    from deepstdp.models import ConvNet
-
-    cfg = TrainConfig.from_saved(ck["config"])
-    state = ck["model"]
-    in_channels = state["sobel.gray"].shape[1] if cfg.sobel else state["body.0.weight"].shape[1]
-    model = ConvNet.from_config(cfg, in_channels, ck["k"])
-    model.load_body(state)
-    return model.eval(), cfg
-
-
-def clusterer_from_checkpoint(ck: dict[str, Any], cfg: TrainConfig) -> Clusterer:
-    """The run's evaluated clusterer (k clusters), as fitted at the checkpoint's epoch."""
-    from deepstdp.registry import make_clusterer
-
-    clusterer = make_clusterer(cfg, ck["k"], 0)
-    clusterer.load_state_dict(ck["clusterer"]["evaluated"])
-    return clusterer
-
-
-def load_checkpoint(run_dir: str | os.PathLike) -> dict[str, Any]:
+def load_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
     return RunDir(run_dir).load_checkpoint()
 
 
 def checkpoint_digest(run_dir: str | os.PathLike) -> str:
     """Identifies the checkpoint a converted network was made from."""
     return RunDir(run_dir).checkpoint_digest()
-
-
-def load_run(path: str | os.PathLike) -> LoadedRun:
-    """Everything needed to use a trained run, from its directory, in one call."""
-    from deepstdp.clustering import PCAWhitening
-
-    ck = RunDir(path).load_checkpoint()
-    model, cfg = model_from_checkpoint(ck)
-    return LoadedRun(cfg, model, PCAWhitening.from_state_dict(ck["pca"]),
-                     clusterer_from_checkpoint(ck, cfg), ck)

@@ -34,7 +34,7 @@ from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.registry import kind_of, make_clusterer, validated
-from deepstdp.rundir import PICTURES, RunDir, saved_precision
+from deepstdp.rundir import CURVES, PICTURES, Checkpoint, RunDir
 from deepstdp.targets import centroids, sinkhorn, uniform_sample
 from deepstdp.tensorboard_log import TensorBoardLog
 from deepstdp.tensorboard_log import check_available as check_tensorboard
@@ -247,7 +247,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
         world.on_main(lambda: _check_start(run, resume, force, tensorboard))
         ck = run.load_checkpoint() if resume else None
         if ck is not None:
-            run.check_same(cfg, ck["epoch"])
+            run.check_same(cfg, ck.epoch)
         data = Data(**cfg.data_options(), progress=not quiet and world.main)
         k = cfg.k or data.train.n_classes
         k_train = k_train_of(cfg, k)
@@ -261,7 +261,7 @@ def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool =
         model = model.to(world.device, memory_format=torch.channels_last)
         if world.main:
             with run.writing(cfg, resume):
-                log = TensorBoardLog(run.path, 0 if ck is None else ck["epoch"] + 1) \
+                log = TensorBoardLog(run.path, 0 if ck is None else ck.epoch + 1) \
                     if tensorboard else None
                 try:
                     return _train(cfg, run, data, model, k, k_train, ck, log, not quiet, world)
@@ -290,29 +290,29 @@ class LoopState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _restored(cfg: TrainConfig, run: RunDir, ck: dict[str, Any], model: ConvNet,
+def _restored(cfg: TrainConfig, run: RunDir, ck: Checkpoint, model: ConvNet,
               optimizer: torch.optim.Optimizer, k: int, k_train: int,
               world: World) -> LoopState:
     """The loop's state after the checkpoint's epoch; the model and optimiser in place."""
-    model.load_body(ck["model"])
-    optimizer.load_state_dict(ck["optimizer"])
+    model.load_body(ck.model)
+    optimizer.load_state_dict(ck.optimizer)
     clusterings = make_clusterings(cfg, k, k_train, 0)
-    clusterings.evaluated.load_state_dict(ck["clusterer"]["evaluated"])
-    clusterings.targets.load_state_dict(ck["clusterer"]["targets"])
+    clusterings.evaluated.load_state_dict(ck.clusterer["evaluated"])
+    clusterings.targets.load_state_dict(ck.clusterer["targets"])
     rows = run.checkpoint_rows(ck)
     if world.main:
         run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
     return LoopState(
-        compute=devices.resumed(saved_precision(ck), world.device),  # as the run started
-        start=ck["epoch"] + 1, clusterings=clusterings,
-        pca=PCAWhitening.from_state_dict(ck["pca"]), labels=np.asarray(ck["labels"]),
-        targets=Targets(np.asarray(ck["targets"]), torch.as_tensor(ck["prototypes"]),
-                        np.asarray(ck.get("target_keep", np.ones(len(ck["targets"]), bool)))),
+        compute=devices.resumed(ck.precision, world.device),  # as the run started
+        start=ck.epoch + 1, clusterings=clusterings,
+        pca=PCAWhitening.from_state_dict(ck.pca), labels=np.asarray(ck.labels),
+        targets=Targets(np.asarray(ck.targets), torch.as_tensor(ck.prototypes),
+                        np.asarray(ck.target_keep)),
         rows=rows)
 
 
 def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_train: int,
-           ck: dict[str, Any] | None, log: TensorBoardLog | None, progress: bool,
+           ck: Checkpoint | None, log: TensorBoardLog | None, progress: bool,
            world: World) -> list[dict[str, Any]]:
     body = [p for n, p in model.named_parameters() if not n.startswith("top.")]
     optimizer = torch.optim.SGD(body, lr=cfg.lr, momentum=cfg.momentum,
@@ -321,7 +321,7 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
     if ck is not None:
         state = _restored(cfg, run, ck, model, optimizer, k, k_train, world)
         if progress:
-            print(f"resuming {run.path} after epoch {ck['epoch']}")
+            print(f"resuming {run.path} after epoch {ck.epoch}")
     else:
         state = LoopState(world.on_main(lambda: devices.choose(
             cfg.precision, world.device, model, data.x_train[:cfg.batch_size * cfg.views])))
@@ -396,17 +396,15 @@ def _save(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet,
     from deepstdp.report import plot_curves
 
     state.rows.append(row)
-    run.save_epoch({
-        "epoch": epoch, "model": {n: v.cpu() for n, v in model.body_state().items()},
-        "optimizer": _cpu(optimizer.state_dict()),
-        "labels": torch.from_numpy(state.labels), "targets": torch.from_numpy(state.targets.labels),
-        "prototypes": state.targets.prototypes, "k": k,
-        "target_keep": torch.from_numpy(state.targets.keep),
-        "clusterer": state.clusterings.state_dict(), "pca": state.pca.state_dict(),
-        "input_mean": data.mean, "input_std": data.std, "config": cfg.to_dict(),
-        "precision": row["precision"], "bf16": row["bf16"], "version": __version__,
-    }, state.rows)
-    plot_curves(state.rows, run / "curves.png")
+    run.save_epoch(Checkpoint(
+        epoch=epoch, config=cfg, k=k, model={n: v.cpu() for n, v in model.body_state().items()},
+        optimizer=_cpu(optimizer.state_dict()), labels=torch.from_numpy(state.labels),
+        targets=torch.from_numpy(state.targets.labels), prototypes=state.targets.prototypes,
+        target_keep=torch.from_numpy(state.targets.keep),
+        clusterer=state.clusterings.state_dict(), pca=state.pca.state_dict(),
+        input_mean=data.mean, input_std=data.std, precision=row["precision"],
+        version=__version__, metrics=state.rows))
+    plot_curves(state.rows, run / CURVES)
     kind = kind_of(cfg.clusterer)
     if kind.pictures is not None:
         kind.pictures(state.clusterings.evaluated, run.path)

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,13 +38,11 @@ from torch import nn
 from deepstdp import __version__
 from deepstdp.activations import QCFS
 from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet
+from deepstdp.conversion.settings import ConversionSettings
 from deepstdp.data import Data
 from deepstdp.models import ConvNet, Sobel
-from deepstdp.rundir import (
-    checkpoint_digest,
-    load_checkpoint,
-    model_from_checkpoint,
-)
+from deepstdp.rundir import SPIKING_NET, RunDir, checkpoint_digest, load_checkpoint
+from deepstdp.trained import model_from_checkpoint
 from deepstdp.util import DeepSTDPError, atomic_write
 
 NONLINEAR = ("relu", "qcfs")
@@ -192,24 +189,17 @@ def relu_percentiles(ops: Sequence[Op], x: torch.Tensor, percentile: float,
     return out
 
 
-def convert(model: ConvNet, x_calib: torch.Tensor, percentile: float = 99.9,
-            reset: str = "subtract", v_init: float = 0.5,
-            pool_neurons: bool = True) -> SpikingNet:
+def convert(model: ConvNet, x_calib: torch.Tensor,
+            settings: ConversionSettings | None = None) -> SpikingNet:
     """Fold BatchNorm, set the thresholds (balanced on x_calib for ReLU layers, the trained
-    lambda for QCFS layers), and return the spiking network.
-
-    With `pool_neurons`, IF neurons of threshold one spike re-encode each average-pooled cell's
-    mean rate as spikes (exactly, on average: the mean of spikes never exceeds one per step), so
-    the next layer's fan-out is paid once per cell rather than once per pre-pooling neuron.
+    lambda for QCFS layers), and return the spiking network; it records `settings` (None: the
+    defaults) with the number of calibration images it had. Pooling neurons (the setting
+    `pool_neurons`) re-encode each average-pooled cell's mean rate as spikes: exactly, on
+    average, since the mean of spikes never exceeds one per step.
     """
-    if not 0 < percentile <= 100:
-        raise DeepSTDPError(f"percentile must be in (0, 100], got {percentile}")
-    if reset not in ("subtract", "zero"):
-        raise DeepSTDPError(f"unknown reset {reset!r}: use subtract or zero")
-    if not 0 <= v_init < 1:
-        raise DeepSTDPError(f"v_init must be in [0, 1), got {v_init}")
+    settings = (settings or ConversionSettings()).validate()
     ops = fold_network(model, x_calib.shape[1:])
-    lambdas = iter(relu_percentiles(ops, x_calib, percentile))
+    lambdas = iter(relu_percentiles(ops, x_calib, settings.percentile))
     out: list[Op] = []
     scale = 1.0  # what one unit of the current input stands for: 1 for the analog image
     spikes = False  # whether the current input is spikes (pooled or not)
@@ -228,11 +218,10 @@ def convert(model: ConvNet, x_calib: torch.Tensor, percentile: float = 99.9,
         else:
             out.append(op)
             last_pool = i + 1 == len(ops) or ops[i + 1].kind != "avgpool"
-            if pool_neurons and spikes and op.kind == "avgpool" and last_pool:
+            if settings.pool_neurons and spikes and op.kind == "avgpool" and last_pool:
                 out.append(Op("if", f"{op.name}.neurons", threshold=1.0))
-    settings = {"percentile": percentile, "reset": reset, "v_init": v_init,
-                "pool_neurons": pool_neurons, "calib_images": len(x_calib)}
-    return SpikingNet(out, x_calib.shape[1:], settings)
+    return SpikingNet(out, x_calib.shape[1:],
+                      dataclasses.replace(settings, calib_images=len(x_calib)))
 
 
 # --------------------------------------------------------------------------- a run's network
@@ -245,35 +234,35 @@ def spread(n: int, limit: int | None) -> torch.Tensor:
     return torch.linspace(0, n - 1, limit).round().long()
 
 
-def convert_run(run_dir: str | Path, percentile: float = 99.9, reset: str = "subtract",
-                v_init: float = 0.5, pool_neurons: bool = True, calib_images: int = 512,
+def convert_run(run_dir: str | Path, settings: ConversionSettings | None = None,
                 progress: bool = False) -> SpikingNet:
-    """Convert the run's CNN and save it to RUN_DIR/spiking.pt (atomically)."""
-    if calib_images < 1:
-        raise DeepSTDPError(f"calib_images must be at least 1, got {calib_images}")
+    """Convert the run's CNN (`settings` None: the defaults) and save it to RUN_DIR/spiking.pt
+    (atomically)."""
+    settings = (settings or ConversionSettings()).validate()
     ck = load_checkpoint(run_dir)
-    model, cfg = model_from_checkpoint(ck)
-    data = Data(**cfg.data_options(), progress=progress)
-    x_calib = data.x_train[spread(len(data.x_train), calib_images)]
-    snn = convert(model, x_calib, percentile, reset, v_init, pool_neurons)
+    model = model_from_checkpoint(ck)
+    data = Data(**ck.config.data_options(), progress=progress)
+    x_calib = data.x_train[spread(len(data.x_train), settings.calib_images)]
+    snn = convert(model, x_calib, settings)
     state = {**snn.state_dict(), "checkpoint_sha256": checkpoint_digest(run_dir),
-             "checkpoint_epoch": ck["epoch"], "version": __version__}
-    atomic_write(Path(run_dir) / "spiking.pt", lambda p: torch.save(state, p))
+             "checkpoint_epoch": ck.epoch, "version": __version__}
+    atomic_write(RunDir(run_dir) / SPIKING_NET, lambda p: torch.save(state, p))
     return snn
 
 
 def load_spiking(run_dir: str | Path, progress: bool = False) -> SpikingNet:
     """RUN_DIR/spiking.pt; converted now (default settings, or those of a stale file) when it
     is missing or was converted from another checkpoint."""
-    path = Path(run_dir) / "spiking.pt"
+    path = RunDir(run_dir) / SPIKING_NET
     digest = checkpoint_digest(run_dir)
-    settings: dict[str, Any] = {}
+    settings = None
     if path.exists():
         state = torch.load(path, weights_only=True)
         if state["checkpoint_sha256"] == digest:
             return SpikingNet.from_state_dict(state)
-        settings = dict(state["settings"])
+        settings = ConversionSettings.from_dict(state["settings"])
     if progress:
         why = "is from another checkpoint" if settings else "is missing"
-        print(f"{path} {why}: converting with {settings or 'the default settings'}")
-    return convert_run(run_dir, progress=progress, **settings)
+        print(f"{path} {why}: converting with "
+              f"{settings.to_dict() if settings else 'the default settings'}")
+    return convert_run(run_dir, settings, progress=progress)

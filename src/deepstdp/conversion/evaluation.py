@@ -17,8 +17,10 @@ import torch
 from tqdm import tqdm
 
 from deepstdp.conversion.converter import load_spiking, spread
-from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, READOUTS, SpikingNet
+from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, SpikingNet
+from deepstdp.conversion.settings import READOUTS
 from deepstdp.metrics import cluster_metrics
+from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
 from deepstdp.threads import pinned
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
 
@@ -35,7 +37,7 @@ def parse_timesteps(text: str) -> list[int]:
 
 def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
                      batch: int = 256, progress: bool = False, desc: str = "spiking",
-                     readout: str = "count"
+                     readout: str = READOUTS[0]
                      ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, float]]:
     """Feature activations decoded by `readout` (SpikingNet.features), and the mean SOPs and
     simulation seconds per image, at each T."""
@@ -55,7 +57,7 @@ def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
 
 def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                  limit: int | None = None, batch: int = 256, threads: int | None = None,
-                 progress: bool = False, readout: str = "count",
+                 progress: bool = False, readout: str = READOUTS[0],
                  device: str = "auto") -> dict[str, Any]:
     """The CNN pipeline's metrics and, with `timesteps`, the spiking pipeline's at each T.
 
@@ -66,7 +68,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     from deepstdp.data import Data
     from deepstdp.devices import resolve, resumed
     from deepstdp.features import embed, extract_features
-    from deepstdp.rundir import load_run, saved_precision
+    from deepstdp.trained import load_run
 
     if limit is not None and limit < 1:
         raise DeepSTDPError(f"limit must be at least 1 image, got {limit}")
@@ -79,7 +81,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         run = load_run(run_dir)
         run.model.to(dev)
         # In the run's own precision, so that the CNN's metrics are metrics.jsonl's.
-        compute = resumed(saved_precision(run.checkpoint), dev)
+        compute = resumed(run.checkpoint.precision, dev)
         data = Data(**run.config.data_options(), progress=progress)
 
         def cluster(features: np.ndarray) -> np.ndarray:
@@ -149,9 +151,11 @@ def write_outputs(run_dir: Path, ann: dict[str, float], rows: list[dict[str, Any
     """spiking.json (the rows), spiking.md (the table) and spiking.png (ACC and agreement)."""
     from deepstdp.report import plot_spiking, spiking_markdown
 
-    write_json_atomic(run_dir / "spiking.json", rows)
-    write_text_atomic(run_dir / "spiking.md", spiking_markdown(ann, rows, PJ_PER_MAC, PJ_PER_AC))
-    plot_spiking(rows, run_dir / "spiking.png")
+    run = RunDir(run_dir)
+    write_json_atomic(run / SPIKING_ROWS, rows)
+    write_text_atomic(run / SPIKING_TABLE, spiking_markdown(ann, rows, PJ_PER_MAC, PJ_PER_AC,
+                                                       SPIKING_PLOT))
+    plot_spiking(rows, run / SPIKING_PLOT)
 
 
 def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:

@@ -20,6 +20,7 @@ import torch
 from torch.nn import functional as F
 
 from deepstdp.activations import qcfs
+from deepstdp.conversion.settings import READOUTS, ConversionSettings
 from deepstdp.util import DeepSTDPError
 
 PJ_PER_MAC = 4.6
@@ -28,7 +29,6 @@ problem", ISSCC 2014: 3.7 pJ multiply + 0.9 pJ add): what the CNN pays per synap
 PJ_PER_AC = 0.9
 """Energy of a 32-bit float add at 45 nm (Horowitz 2014): what a spike pays per synapse."""
 WEIGHTED = ("conv", "linear")
-READOUTS = ("count", "membrane")
 SPIKING = ("if", "maxgate")
 """Ops that emit spikes: IF layers, and the max-pooling gate, which routes the spikes of the IF
 layer before it."""
@@ -116,13 +116,12 @@ class IFRecord:
 class SpikingNet:
     """The converted network: linear ops, IF layers with their thresholds, max-pooling gates."""
 
-    def __init__(self, ops: list[Op], input_shape: Sequence[int],
-                 settings: dict[str, Any]):
+    def __init__(self, ops: list[Op], input_shape: Sequence[int], settings: ConversionSettings):
         self.ops = ops
         self.input_shape = tuple(int(s) for s in input_shape)
         self.settings = settings
-        self.reset = settings["reset"]
-        self.v_init = float(settings["v_init"])
+        self.reset = settings.reset
+        self.v_init = float(settings.v_init)
         spiking = [i for i, op in enumerate(ops) if op.kind in SPIKING]
         self.analog = ops[:spiking[0]]
         # Stage k: spiking op k, then the linear ops its spikes feed (none before a gate or
@@ -137,7 +136,7 @@ class SpikingNet:
     def feature_threshold(self) -> float:
         return self.stages[-1][0].threshold
 
-    def features(self, result: IFRecord, t: int, readout: str = "count") -> torch.Tensor:
+    def features(self, result: IFRecord, t: int, readout: str = READOUTS[0]) -> torch.Tensor:
         """The feature layer's activations decoded after T = t steps.
 
         'count': spike count / T * threshold, the rate code. 'membrane': the input it integrated,
@@ -266,10 +265,10 @@ class SpikingNet:
 
     def state_dict(self) -> dict[str, Any]:
         return {"ops": [dataclasses.asdict(op) for op in self.ops],
-                "input_shape": list(self.input_shape), "settings": self.settings}
+                "input_shape": list(self.input_shape), "settings": self.settings.to_dict()}
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> SpikingNet:
         ops = [Op(**{**d, "stride": tuple(d["stride"]), "padding": tuple(d["padding"]),
                      "kernel": tuple(d["kernel"])}) for d in state["ops"]]
-        return cls(ops, state["input_shape"], state["settings"])
+        return cls(ops, state["input_shape"], ConversionSettings.from_dict(state["settings"]))

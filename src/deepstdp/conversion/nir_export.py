@@ -68,10 +68,11 @@ from torch import nn
 from deepstdp.clustering import Clusterer
 from deepstdp.conversion.converter import load_spiking
 from deepstdp.conversion.network import SpikingNet
-from deepstdp.rundir import clusterer_from_checkpoint, load_checkpoint, model_from_checkpoint
+from deepstdp.conversion.settings import NIR_FORMATS
+from deepstdp.rundir import load_checkpoint
+from deepstdp.trained import clusterer_from_checkpoint
 from deepstdp.util import DeepSTDPError, atomic_write
 
-FORMATS = ("exact", "portable")
 PORTABLE_DT = 1e-4
 """Seconds per step of a portable file: snnTorch 1.0's importer hard-codes this dt."""
 PORTABLE_TAU_MEM = 1e4
@@ -236,8 +237,8 @@ def _portable_differences(snn: SpikingNet, stdp: bool) -> str:
 
 
 def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
-           metadata: dict[str, Any] | None = None, fmt: str = "exact") -> Any:
-    """The NIR graph of the converted CNN in format `fmt` (see FORMATS), plus the STDP layer
+           metadata: dict[str, Any] | None = None, fmt: str = NIR_FORMATS[0]) -> Any:
+    """The NIR graph of the converted CNN in format `fmt` (see NIR_FORMATS), plus the STDP layer
     when `clusterer` has one and the format is exact."""
     nir = _nir()
     stdp = clusterer is not None and hasattr(clusterer, "weights_")
@@ -258,22 +259,21 @@ def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
         meta.update({"dt": PORTABLE_DT, "output_shape": "(features, 1, 1)",
                      "differences": _portable_differences(snn, stdp)})
     else:
-        raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(FORMATS)}")
+        raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(NIR_FORMATS)}")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={**meta, **(metadata or {})})
 
 
-def export_run(run_dir: str | Path, path: str | Path, fmt: str = "exact",
+def export_run(run_dir: str | Path, path: str | Path, fmt: str = NIR_FORMATS[0],
                progress: bool = False) -> Any:
     """Write RUN_DIR's converted network (converting it first if needed) to a NIR file."""
     nir = _nir()
-    if fmt not in FORMATS:
-        raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if fmt not in NIR_FORMATS:
+        raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(NIR_FORMATS)}")
     ck = load_checkpoint(run_dir)
-    _, cfg = model_from_checkpoint(ck)
     snn = load_spiking(run_dir, progress)
-    clusterer = clusterer_from_checkpoint(ck, cfg) if cfg.clusterer == "stdp" else None
-    meta = {"input_mean": np.asarray(ck["input_mean"], dtype=np.float32),
-            "input_std": np.asarray(ck["input_std"], dtype=np.float32)}
+    clusterer = clusterer_from_checkpoint(ck) if ck.config.clusterer == "stdp" else None
+    meta = {"input_mean": np.asarray(ck.input_mean, dtype=np.float32),
+            "input_std": np.asarray(ck.input_std, dtype=np.float32)}
     graph = to_nir(snn, clusterer, meta, fmt)
     atomic_write(path, lambda p: nir.write(p, graph))
     return graph

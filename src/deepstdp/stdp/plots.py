@@ -62,13 +62,6 @@ def plot_receptive_fields(clusterer: STDPClustering, path: str | Path,
     plt.close(fig)
 
 
-def write_pictures(clusterer: STDPClustering, folder: str | Path,
-                   image_shape: tuple[int, ...] | None = None) -> None:
-    """stdp_weights.png and stdp_activity.png in `folder`, as a run directory holds them."""
-    plot_receptive_fields(clusterer, Path(folder) / "stdp_weights.png", image_shape)
-    plot_neuron_activity(clusterer, Path(folder) / "stdp_activity.png")
-
-
 def plot_neuron_activity(clusterer: STDPClustering, path: str | Path) -> None:
     """Per-neuron spike counts and thresholds (theta) after each training pass.
 
