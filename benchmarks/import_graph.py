@@ -337,7 +337,7 @@ class Walk:
         back = [(a, b) for a, b in self.moves
                 if self.level[self._module_of(b)] >= self.level[self._module_of(a)]]
         lines = [f"walk of {short(start)}: {len(entered)} modules, {len(self.moves)} moves, "
-                 f"{len(back)} back up"]
+                 f"{len(back)} back up", "  modules: " + ", ".join(sorted(map(short, entered)))]
         lines += [f"  {short(a)} -> {short(b)}" + ("   (back up)" if (a, b) in back else "")
                   for a, b in self.moves]
         return "\n".join(lines)

@@ -206,3 +206,61 @@ def test_cluster_pixels_with_stdp_draws_the_receptive_field_grid(tmp_path, capsy
     assert result["input"] == "pixels" and result["train"]["acc"] > 0.6
     assert (out / "stdp_weights.png").stat().st_size > 0
     assert main(args) == 2 and "--force" in capsys.readouterr().err
+
+
+def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
+    """Options of settings default to None, so that the library's default applies, and their
+    help shows that default; other options default to what the library function they feed
+    does; choices are the library's tuples; no options make the library's defaults."""
+    import argparse
+    import dataclasses
+    import inspect
+
+    from deepstdp import cli, registry
+    from deepstdp.compare import run_all
+    from deepstdp.config import RULES, TrainConfig
+    from deepstdp.conversion.evaluation import evaluate_run
+    from deepstdp.conversion.nir_export import export_run
+    from deepstdp.conversion.settings import NIR_FORMATS, READOUTS, RESETS, ConversionSettings
+    from deepstdp.stdp.settings import STDPSettings
+
+    parser = cli.build_parser()
+    commands = next(a for a in parser._actions
+                    if isinstance(a, argparse._SubParsersAction)).choices
+    settings = {"train": TrainConfig(), "compare": TrainConfig(), "cluster": TrainConfig(),
+                "convert": ConversionSettings()}
+    functions = {"compare": run_all, "evaluate": evaluate_run, "export": export_run}
+    choices = {**{name: rule.choices for name, rule in RULES.items() if rule.choices},
+               "clusterer": registry.names(), "reset": RESETS, "readout": READOUTS,
+               "format": NIR_FORMATS}
+    checked = 0
+    for command, sub in commands.items():
+        fields = {f.name for f in dataclasses.fields(settings[command])} \
+            if command in settings else set()
+        params = inspect.signature(functions[command]).parameters if command in functions \
+            else {}
+        for action in sub._actions:
+            name, help_text = action.dest, action.help or ""
+            if action.choices is not None:
+                assert tuple(action.choices) == choices[name], (command, name)
+            if name == "stdp":
+                for f in dataclasses.fields(STDPSettings):
+                    assert f"{f.name} ({cli.shown(getattr(STDPSettings(), f.name))})" in help_text
+            elif name in fields:
+                value = getattr(settings[command], name)
+                assert action.default is None, (command, name)
+                if value is not None:
+                    assert f"(default {cli.shown(value)})" in help_text, (command, name)
+                checked += 1
+            elif name == "timesteps":
+                pass  # the command's own choice: evaluate_run's None means "no simulation"
+            elif {"format": "fmt"}.get(name, name) in params:
+                library = params[{"format": "fmt"}.get(name, name)].default
+                if library is not inspect.Parameter.empty:
+                    assert action.default == library, (command, name)
+                    checked += 1
+    assert checked > 100
+    assert cli.config_from_args(parser.parse_args(["train"])) == TrainConfig()
+    assert cli.config_from_args(parser.parse_args(["train"])).stdp == STDPSettings()
+    assert cli.conversion_from_args(parser.parse_args(["convert", "RUN"])) == \
+        ConversionSettings()

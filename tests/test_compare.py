@@ -78,3 +78,30 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     assert "already holds a comparison; resume it" in capsys.readouterr().err
     assert main(["compare", "--out", str(out), "--resume", *small]) == 0  # nothing left to run
     assert "already complete" in capsys.readouterr().out
+
+
+def test_a_comparison_resumes_by_the_rule_its_runs_resume_by(tmp_path):
+    """compare.json may differ from the command in what a run may (rundir.RESUMABLE_CHANGES:
+    the device included), in nothing else; resume and force exclude each other, as for a run."""
+    import dataclasses
+
+    from deepstdp.compare import SPEC, check_comparison
+    from deepstdp.config import TrainConfig
+    from deepstdp.util import DeepSTDPError
+
+    def spec(cfg):
+        return {"base": cfg.to_dict(), "clusterers": ["kmeans"], "seeds": [0]}
+
+    base, out = TrainConfig(epochs=2), tmp_path / "cmp"
+    out.mkdir()
+    (out / SPEC).write_text(json.dumps(spec(base)))
+    for change in ({"epochs": 3}, {"threads": 1}, {"device": "cpu"}):
+        now = dataclasses.replace(base, **change)
+        check_comparison(now, ["kmeans"], out, spec(now), resume=True, force=False)
+    now = dataclasses.replace(base, lr=0.1)
+    with pytest.raises(DeepSTDPError, match=r"settings differ \(lr\)"):
+        check_comparison(now, ["kmeans"], out, spec(now), resume=True, force=False)
+    with pytest.raises(DeepSTDPError, match="settings differ \\(seeds\\)"):
+        check_comparison(base, ["kmeans"], out, {**spec(base), "seeds": [1]}, True, False)
+    with pytest.raises(DeepSTDPError, match="resume and force exclude each other"):
+        check_comparison(base, ["kmeans"], out, spec(base), resume=True, force=True)

@@ -16,7 +16,7 @@ from conftest import fault_site, wait_for
 from deepstdp import load_run
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
-from deepstdp.rundir import RunDir
+from deepstdp.rundir import Checkpoint, RunDir
 from deepstdp.training import train
 from deepstdp.util import DeepSTDPError
 
@@ -235,3 +235,24 @@ def test_a_run_saved_before_0_5_loads_with_the_spiking_layer_it_ran():
     cfg = TrainConfig.from_saved(saved)
     assert {k: getattr(cfg.stdp, k) for k in BEFORE_0_5} == BEFORE_0_5
     assert TrainConfig.from_saved(TrainConfig().to_dict()) == TrainConfig()
+
+
+@pytest.mark.parametrize("version", ["0.2", "0.4"])
+def test_checkpoints_of_older_versions_load_and_resume(tmp_path, version):
+    """A Checkpoint writes the keys the files of 0.2-0.5 hold, and reads the files of each:
+    0.5 added target_keep, 0.3 the precision and the metrics rows (0.2 kept numpy arrays)."""
+    run = tmp_path / "run"
+    train(TrainConfig(epochs=1, **SMALL), run, quiet=True)
+    raw = torch.load(run / "checkpoint.pt")
+    assert list(Checkpoint.from_dict(raw).to_dict()) == list(raw)
+    del raw["target_keep"]
+    if version == "0.2":
+        del raw["precision"], raw["metrics"]
+        raw["labels"], raw["targets"] = raw["labels"].numpy(), raw["targets"].numpy()
+    torch.save(raw, run / "checkpoint.pt")
+    ck = RunDir(run).load_checkpoint()
+    assert ck.precision == "fp32" and bool(ck.target_keep.all()) and ck.epoch == 1
+    assert (ck.metrics is None) == (version == "0.2")
+    assert load_run(run).config == TrainConfig(epochs=1, **SMALL)
+    rows = train(TrainConfig(epochs=2, **SMALL), run, resume=True, quiet=True)
+    assert [r["epoch"] for r in rows] == [0, 1, 2]

@@ -309,14 +309,18 @@ def cmd_download(args: argparse.Namespace) -> int:
 # --- spiking conversion: convert, evaluate, export (docs/conversion.md) ---------------------
 
 
+def conversion_from_args(args: argparse.Namespace) -> ConversionSettings:
+    """The defaults, then the options given on the command line."""
+    return dataclasses.replace(ConversionSettings(), **given(args, ConversionSettings))
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     from deepstdp import threads
     from deepstdp.conversion.converter import convert_run
     from deepstdp.rundir import SPIKING_NET
 
-    settings = dataclasses.replace(ConversionSettings(), **given(args, ConversionSettings))
     with threads.pinned(args.threads):
-        snn = convert_run(args.run_dir, settings, progress=not args.quiet)
+        snn = convert_run(args.run_dir, conversion_from_args(args), progress=not args.quiet)
     if not args.quiet:
         ifs = [op for op, _ in snn.stages if op.kind == "if"]
         ths = ", ".join(f"{op.threshold:.3g}" for op in ifs)
