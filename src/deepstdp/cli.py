@@ -28,6 +28,15 @@ from deepstdp.config import (
     stdp_settings,
 )
 from deepstdp.conversion.settings import NIR_FORMATS, READOUTS, RESETS, ConversionSettings
+from deepstdp.rundir import (
+    CHECKPOINT,
+    SPIKING_NET,
+    SPIKING_PLOT,
+    SPIKING_ROWS,
+    SPIKING_TABLE,
+    RunDir,
+    check_writable,
+)
 from deepstdp.util import DeepSTDPError, SettingError
 
 TRAIN_DEFAULTS, CONVERSION_DEFAULTS = TrainConfig(), ConversionSettings()
@@ -191,7 +200,6 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from deepstdp.rundir import RunDir
     from deepstdp.training import train
 
     if args.resume and args.out and RunDir(args.out).holds_run():
@@ -253,7 +261,6 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deepstdp import threads
-    from deepstdp.rundir import check_writable
     from deepstdp.util import write_json_atomic
 
     cfg = config_from_args(args)
@@ -317,7 +324,6 @@ def conversion_from_args(args: argparse.Namespace) -> ConversionSettings:
 def cmd_convert(args: argparse.Namespace) -> int:
     from deepstdp import threads
     from deepstdp.conversion.converter import convert_run
-    from deepstdp.rundir import SPIKING_NET
 
     with threads.pinned(args.threads):
         snn = convert_run(args.run_dir, conversion_from_args(args), progress=not args.quiet)
@@ -338,8 +344,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        device=args.device)
     print(format_rows(res["ann"], res["rows"]))
     if steps:
-        from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE
-
         print(f"wrote {args.run_dir}/{SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
     return 0
 
@@ -364,7 +368,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def add_conversion_parsers(sub: Any) -> None:
     c = sub.add_parser("convert", help="convert a run's CNN to integrate-and-fire neurons")
-    c.add_argument("run_dir", help="run directory with checkpoint.pt; writes spiking.pt there")
+    c.add_argument("run_dir", help=f"run directory with {CHECKPOINT}; writes {SPIKING_NET} there")
 
     def conversion_default(setting: str) -> str:
         return default(setting, CONVERSION_DEFAULTS)
@@ -389,10 +393,10 @@ def add_conversion_parsers(sub: Any) -> None:
     c.set_defaults(func=cmd_convert)
 
     e = sub.add_parser("evaluate", help="metrics of a run, and of its spiking version")
-    e.add_argument("run_dir", help="run directory with checkpoint.pt")
+    e.add_argument("run_dir", help=f"run directory with {CHECKPOINT}")
     e.add_argument("--spiking", action="store_true",
                    help="also simulate the converted network (converting it if needed) and "
-                        "write spiking.json, spiking.md and spiking.png")
+                        f"write {SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
     e.add_argument("--timesteps", default="16,32,64,128,256",
                    help="simulation lengths T, all in one run (default %(default)s)")
     e.add_argument("--readout", choices=READOUTS, default=READOUTS[0],
@@ -408,7 +412,7 @@ def add_conversion_parsers(sub: Any) -> None:
     e.set_defaults(func=cmd_evaluate)
 
     x = sub.add_parser("export", help="write the converted network to a NIR file")
-    x.add_argument("run_dir", help="run directory with checkpoint.pt")
+    x.add_argument("run_dir", help=f"run directory with {CHECKPOINT}")
     x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
     x.add_argument("--format", choices=NIR_FORMATS, default=NIR_FORMATS[0],
                    help="exact: spike for spike, runs in nirtorch with "
@@ -522,7 +526,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as e:
         _say(f"error: {option_of(e)} {e.problem}")
     except DeepSTDPError as e:
-        _say(f"error: {e}")
+        distributed = sys.modules.get("deepstdp.distributed")  # loaded if it raised
+        resumable = distributed is not None and isinstance(e, distributed.PeerFailed)
+        _say(f"error: {e}{': continue with --resume' if resumable else ''}")
     except OSError as e:  # disk full, permissions changed under a running command, ...
         where = f": {e.filename}" if e.filename else ""
         _say(f"error: {e.strerror or e}{where}")

@@ -47,7 +47,8 @@ _ending = False
 
 
 class PeerFailed(DeepSTDPError):
-    """Another process of the run stopped; this one cannot go on."""
+    """Another process of the run stopped; this one cannot go on, and the run resumes from its
+    last checkpoint (the command line says how)."""
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def joined(device: torch.device) -> Iterator[World]:
         # typically caused by ..."; the what, without the source place and the advice.
         first = re.sub(r"^\[[^\]]*\.(cc|cpp|h)(:\d+)?\]\s*", "", first).split(". ")[0]
         raise PeerFailed(f"another process of this distributed run failed ({first}); its "
-                         "last checkpoint is intact: continue with --resume") from None
+                         "last checkpoint is intact") from None
     finally:
         _ending = True
         try:
