@@ -16,8 +16,8 @@ from sklearn.utils.estimator_checks import check_estimator
 
 from deepstdp import KMeansClustering, PCAWhitening
 from deepstdp import clustering as clustering_module
-from deepstdp.clustering import BACKENDS, NotFittedError
-from deepstdp.config import RULES, TrainConfig
+from deepstdp.clustering import NotFittedError
+from deepstdp.config import KMEANS_BACKENDS, RULES, TrainConfig
 from deepstdp.metrics import cluster_acc
 from deepstdp.registry import make_clusterer
 from deepstdp.targets import uniform_sample
@@ -246,7 +246,7 @@ def test_auto_picks_faiss_only_when_large_and_installed(monkeypatch):
 
 
 def test_training_settings_choose_the_backend():
-    assert RULES["kmeans_backend"].choices == BACKENDS
+    assert RULES["kmeans_backend"].choices == KMEANS_BACKENDS  # the estimator's, one tuple
     assert TrainConfig().kmeans_backend == "auto"
     cfg = TrainConfig(kmeans_backend="sklearn").validate()
     km = make_clusterer(cfg, 5, 3)
