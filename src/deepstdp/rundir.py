@@ -100,19 +100,17 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Checkpoint:
-        """A checkpoint file's contents; 0.2-0.4 files lack what later versions added."""
+        """A checkpoint file's contents; those of 0.2-0.4 lack what later versions added."""
         import torch
 
-        required = {f.name for f in dataclasses.fields(cls)} - {"target_keep", "precision",
-                                                               "metrics", "version"}
-        missing = sorted(required - set(d))
+        names = [f.name for f in dataclasses.fields(cls)]
+        missing = sorted(set(names) - {"target_keep", "precision", "metrics", "version"} - set(d))
         if missing:
             raise DeepSTDPError(f"not a deepstdp checkpoint: no {', '.join(missing)}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{**{k: v for k, v in d.items() if k in names},
+        return cls(**{**{k: d[k] for k in names if k in d},
                       "config": TrainConfig.from_saved(d["config"]),
                       "precision": d.get("precision", "bf16" if d.get("bf16") else "fp32"),
-                      "target_keep": d.get("target_keep",
+                      "target_keep": d.get("target_keep",  # before 0.5 every image trained
                                            torch.ones(len(d["targets"]), dtype=torch.bool)),
                       "version": d.get("version"), "metrics": d.get("metrics")})
 
