@@ -361,11 +361,12 @@ def add_conversion_parsers(sub: Any) -> None:
     x = sub.add_parser("export", help="write the converted network to a NIR file")
     x.add_argument("run_dir", help="run directory with checkpoint.pt")
     x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
-    x.add_argument("--format", choices=("exact", "portable"), default="exact",
+    x.add_argument("--format", choices=("exact", "portable", "sinabs"), default="exact",
                    help="exact (default): spike for spike, runs in nirtorch with "
                         "deepstdp.nir_export.nirtorch_node_map(); portable: nodes that snnTorch "
                         "and Norse import, with membranes starting at 0 and, in snnTorch, reset "
-                        "to zero (docs/nir.md)")
+                        "to zero; sinabs: nodes that sinabs.from_nir imports, with membranes "
+                        "starting at 0 (docs/nir.md)")
     x.add_argument("--threads", type=int, help="default: all cores")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)

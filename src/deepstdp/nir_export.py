@@ -54,6 +54,8 @@ network converted with reset to zero and v_init 0. Otherwise metadata 'differenc
 changes: membranes start at 0, and reset by subtraction is NIR's reset to v_reset (Norse restores
 it with reset_method=reset_subtract; snnTorch 1.0 cannot). The STDP layer is left out (its LIF
 has v_leak != 0, which snnTorch refuses, and nirtorch 2.6 loops forever on a second output).
+
+sinabs: the nodes that Sinabs's `from_nir` maps (sinabs_nodes below; docs/nir.md).
 """
 
 from __future__ import annotations
@@ -71,7 +73,7 @@ from deepstdp.rundir import clusterer_from_checkpoint, load_checkpoint, model_fr
 from deepstdp.spiking import SpikingNet
 from deepstdp.util import DeepSTDPError, atomic_write
 
-FORMATS = ("exact", "portable")
+FORMATS = ("exact", "portable", "sinabs")
 PORTABLE_DT = 1e-4
 """Seconds per step of a portable file: snnTorch 1.0's importer hard-codes this dt."""
 PORTABLE_TAU_MEM = 1e4
@@ -235,6 +237,75 @@ def _portable_differences(snn: SpikingNet, stdp: bool) -> str:
     return "; ".join(notes)
 
 
+# ------------------------------------------------------------------------ sinabs format
+
+SINABS_READER = (
+    "sinabs.from_nir(graph, batch_size=B), input (B * T, C, H, W) with the image repeated T "
+    "times per sample; for each sinabs.layers.IAFSqueeze: spike_fn = "
+    "sinabs.activation.SingleSpike, min_v_mem = None (one spike per step, no floor)")
+
+
+def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Sinabs format: Input, Conv2d, IF, SumPool2d, Flatten, Affine and Output, the nodes that
+    Sinabs 2.0-3.1's `from_nir` maps (it lacks I, Threshold, Scale, AvgPool2d, Linear, CubaLIF).
+
+    - AvgPool2d becomes SumPool2d, its 1/k^2 moved into the next op: the IF layer's threshold
+      times k^2 (the pooling neurons), or the next Conv2d/Affine's weights / k^2. Exact on spikes
+      for k^2 a power of two (2x2 pooling).
+    - Each IF layer is a NIR IF whose v_threshold is the threshold rounded up by one float32
+      step: Sinabs spikes at v >= v_threshold, the network at v > threshold (the difference is
+      real: pooled spike counts hit the pooling neurons' threshold exactly).
+    Sinabs reads IF as its IAF with reset by subtraction, v from 0, and, unless changed after
+    the import (SINABS_READER), floor(v / threshold) spikes per step and v clipped at
+    -threshold. Read by NIR's definitions (reset to v_reset = 0), the file is the network with
+    reset to zero and membranes starting at 0, like the portable one.
+    """
+    nir = _nir()
+    _check_exportable(snn)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
+    edges: list[tuple[str, str]] = []
+    last, shape, pooled = "input", snn.input_shape, 1.0  # pooled: the pending k^2 factors
+    for op, out_shape in zip(snn.ops, snn.shapes, strict=True):
+        if op.kind in ("conv", "linear"):
+            weight = _np(op.weight) / np.float32(pooled)
+            bias = np.zeros(len(weight), np.float32) if op.bias is None else _np(op.bias)
+            nodes[op.name] = (
+                nir.Affine(weight=weight, bias=bias) if op.kind == "linear" else
+                nir.Conv2d(input_shape=tuple(shape[1:]), weight=weight, stride=op.stride,
+                           padding=op.padding, dilation=1, groups=1, bias=bias))
+            pooled = 1.0
+        elif op.kind == "avgpool":
+            nodes[op.name] = nir.SumPool2d(kernel_size=np.array(op.kernel),
+                                           stride=np.array(op.stride), padding=np.zeros(2, int))
+            pooled *= float(np.prod(op.kernel))
+        elif op.kind == "flatten":
+            nodes[op.name] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0,
+                                         end_dim=-1)
+        else:
+            full = np.ones(out_shape, dtype=np.float32)
+            threshold = np.nextafter(np.float32(pooled * op.threshold), np.float32(np.inf))
+            nodes[op.name] = nir.IF(r=full, v_threshold=threshold * full, v_reset=0 * full)
+            pooled = 1.0
+        edges.append((last, op.name))
+        last, shape = op.name, out_shape
+    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
+    edges.append((last, "output"))
+    return nodes, edges
+
+
+def _sinabs_differences(snn: SpikingNet, stdp: bool) -> str:
+    """What Sinabs runs (read as SINABS_READER says) instead of the network, '' when nothing."""
+    notes = []
+    if snn.v_init:
+        notes.append(f"membranes start at 0, not at {snn.v_init:g} * threshold")
+    if snn.reset == "zero":
+        notes.append("Sinabs resets by subtraction, not to zero (reset_fn = "
+                     "sinabs.activation.MembraneReset() restores it)")
+    if stdp:
+        notes.append("the STDP layer is left out")
+    return "; ".join(notes)
+
+
 def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
            metadata: dict[str, Any] | None = None, fmt: str = "exact") -> Any:
     """The NIR graph of the converted CNN in format `fmt` (see FORMATS), plus the STDP layer
@@ -257,6 +328,10 @@ def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
         nodes, edges = portable_nodes(snn)
         meta.update({"dt": PORTABLE_DT, "output_shape": "(features, 1, 1)",
                      "differences": _portable_differences(snn, stdp)})
+    elif fmt == "sinabs":
+        nodes, edges = sinabs_nodes(snn)
+        meta.update({"dt": 1.0, "reader": SINABS_READER,
+                     "differences": _sinabs_differences(snn, stdp)})
     else:
         raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={**meta, **(metadata or {})})
