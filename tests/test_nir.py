@@ -15,7 +15,7 @@ from deepstdp.cli import main
 from deepstdp.config import TrainConfig
 from deepstdp.conversion import convert
 from deepstdp.models import ConvNet
-from deepstdp.nir_export import FORMATS, PORTABLE_DT, nirtorch_node_map, to_nir
+from deepstdp.nir_export import FORMATS, PORTABLE_DT, nirtorch_node_map, sinabs_from_nir, to_nir
 from deepstdp.rundir import load_checkpoint, model_from_checkpoint
 from deepstdp.spiking import SpikingNet
 from deepstdp.training import Data, train
@@ -239,9 +239,9 @@ def test_norse_runs_the_portable_file_with_reset_by_subtraction(digits, tmp_path
 
 
 class SinabsIAF(SpikingNet):
-    """The network with the IAF neurons that sinabs.from_nir makes of the file's IF nodes as it
-    imports them: v from 0, floor(v / threshold) spikes per step (v >= threshold: one), reset by
-    subtraction, v clipped at -threshold; the thresholds one float32 step up, as in the file."""
+    """The network with the IAF neurons that plain sinabs.from_nir makes of the file's IF nodes:
+    v from 0, floor(v / threshold) spikes per step (v >= threshold: one), reset by subtraction,
+    v clipped at -threshold; the thresholds one float32 step up, as in the file."""
 
     def _fire(self, k, threshold, inp, v):
         th = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
@@ -251,14 +251,8 @@ class SinabsIAF(SpikingNet):
         return s
 
 
-def run_sinabs(graph, x: torch.Tensor, one_spike: bool) -> np.ndarray:
-    """Output spike counts of sinabs.from_nir(graph) over STEPS steps of the images x."""
-    sinabs = pytest.importorskip("sinabs")
-    module = sinabs.from_nir(graph, batch_size=len(x))
-    if one_spike:  # as the file's metadata 'reader' says
-        for layer in module.modules():
-            if isinstance(layer, sinabs.layers.IAFSqueeze):
-                layer.spike_fn, layer.min_v_mem = sinabs.activation.SingleSpike, None
+def run_sinabs(module, x: torch.Tensor) -> np.ndarray:
+    """Output spike counts of a Sinabs module over STEPS steps of the images x."""
     frames = x.unsqueeze(1).expand(len(x), STEPS, *x.shape[1:]).flatten(0, 1)  # (B * T, C, H, W)
     with torch.no_grad():
         out, _ = module(frames)
@@ -273,23 +267,24 @@ def test_sinabs_file_is_the_network_with_reset_to_zero_from_rest_in_nir(digits, 
     graph = roundtrip(to_nir(snn, fmt="sinabs"), tmp_path)
     kinds = {type(n).__name__ for n in graph.nodes.values()}
     assert kinds == {"Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Affine", "Output"}
-    assert "start at 0" in graph.metadata["differences"]
+    assert graph.metadata["differences"] == "" and "sinabs_from_nir" in graph.metadata["reader"]
     images = x[:5].double()  # SumPool2d with the 1/4 in the next threshold or weights: exact
     got = nir_simulate(graph, {"input": images.numpy()}, STEPS)
     assert_same_counts(got, counts(variant(snn, reset="zero", v_init=0.0), images, torch.float64))
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Sinabs calls nirtorch.load
-def test_sinabs_runs_the_sinabs_file_spike_for_spike(digits, tmp_path):
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_sinabs_runs_the_sinabs_file_spike_for_spike(digits, tmp_path, reset):
+    sinabs = pytest.importorskip("sinabs")
     model, calib, x = digits
-    snn = convert(model, calib, v_init=0.0)
+    snn = convert(model, calib, reset=reset)  # v_init 0.5
     graph = roundtrip(to_nir(snn, fmt="sinabs"), tmp_path)
-    assert graph.metadata["differences"] == ""
-    # With one spike per step and no floor (metadata 'reader'), exactly the network.
-    assert_same_counts(run_sinabs(graph, x, one_spike=True), counts(snn, x))
-    # As imported: the same linear layers under Sinabs's IAF rule (SinabsIAF).
-    assert_same_counts(run_sinabs(graph, x, one_spike=False),
-                       counts(SinabsIAF(snn.ops, snn.input_shape, snn.settings), x))
+    assert_same_counts(run_sinabs(sinabs_from_nir(graph, len(x)), x), counts(snn, x))
+    if reset == "subtract":  # plain from_nir: the same layers with Sinabs's IAF (SinabsIAF)
+        module = sinabs.from_nir(graph, batch_size=len(x))
+        assert_same_counts(run_sinabs(module, x), counts(SinabsIAF(snn.ops, snn.input_shape,
+                                                                   snn.settings), x))
 
 
 # --------------------------------------------------------------------------- both formats
@@ -315,7 +310,7 @@ def test_export_command_writes_either_format(run_dir, tmp_path, capsys):
     graph = nir.read(path)
     assert graph.metadata["format"] == "sinabs" and "SingleSpike" in graph.metadata["reader"]
     assert isinstance(graph.nodes["body.3"], nir.SumPool2d)
-    assert "sinabs format" in (out := capsys.readouterr()).out and "start at 0" in out.err
+    assert "sinabs format" in (out := capsys.readouterr()).out and out.err == ""
 
 
 def test_stdp_layer_is_in_the_exact_file_only():

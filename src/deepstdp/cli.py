@@ -365,8 +365,8 @@ def add_conversion_parsers(sub: Any) -> None:
                    help="exact (default): spike for spike, runs in nirtorch with "
                         "deepstdp.nir_export.nirtorch_node_map(); portable: nodes that snnTorch "
                         "and Norse import, with membranes starting at 0 and, in snnTorch, reset "
-                        "to zero; sinabs: nodes that sinabs.from_nir imports, with membranes "
-                        "starting at 0 (docs/nir.md)")
+                        "to zero; sinabs: nodes that sinabs.from_nir imports, spike for spike "
+                        "in deepstdp.nir_export.sinabs_from_nir() (docs/nir.md)")
     x.add_argument("--threads", type=int, help="default: all cores")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)

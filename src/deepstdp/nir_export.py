@@ -55,7 +55,8 @@ changes: membranes start at 0, and reset by subtraction is NIR's reset to v_rese
 it with reset_method=reset_subtract; snnTorch 1.0 cannot). The STDP layer is left out (its LIF
 has v_leak != 0, which snnTorch refuses, and nirtorch 2.6 loops forever on a second output).
 
-sinabs: the nodes that Sinabs's `from_nir` maps (sinabs_nodes below; docs/nir.md).
+sinabs: the nodes that Sinabs's `from_nir` maps; sinabs_from_nir sets up the imported IAF neurons
+as the network's (spike for spike). See sinabs_nodes below and docs/nir.md.
 """
 
 from __future__ import annotations
@@ -240,9 +241,11 @@ def _portable_differences(snn: SpikingNet, stdp: bool) -> str:
 # ------------------------------------------------------------------------ sinabs format
 
 SINABS_READER = (
-    "sinabs.from_nir(graph, batch_size=B), input (B * T, C, H, W) with the image repeated T "
-    "times per sample; for each sinabs.layers.IAFSqueeze: spike_fn = "
-    "sinabs.activation.SingleSpike, min_v_mem = None (one spike per step, no floor)")
+    "deepstdp.nir_export.sinabs_from_nir(graph, B), i.e. sinabs.from_nir(graph, batch_size=B) "
+    "and, in each sinabs.layers.IAFSqueeze, spike_fn = sinabs.activation.SingleSpike, "
+    "min_v_mem = None, reset_fn = sinabs.activation.MembraneReset() when reset is 'zero', "
+    "v_mem = v_init * spike_threshold for the B samples; input (B * T, C, H, W), each "
+    "sample's T copies of the image in a row")
 
 
 def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
@@ -255,10 +258,10 @@ def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]
     - Each IF layer is a NIR IF whose v_threshold is the threshold rounded up by one float32
       step: Sinabs spikes at v >= v_threshold, the network at v > threshold (the difference is
       real: pooled spike counts hit the pooling neurons' threshold exactly).
-    Sinabs reads IF as its IAF with reset by subtraction, v from 0, and, unless changed after
-    the import (SINABS_READER), floor(v / threshold) spikes per step and v clipped at
-    -threshold. Read by NIR's definitions (reset to v_reset = 0), the file is the network with
-    reset to zero and membranes starting at 0, like the portable one.
+    Sinabs reads IF as its IAF: reset by subtraction, v from 0, floor(v / threshold) spikes per
+    step and v clipped at -threshold; sinabs_from_nir sets the network's neurons instead. Read
+    by NIR's definitions (reset to v_reset = 0), the file is the network with reset to zero and
+    membranes starting at 0, like the portable one.
     """
     nir = _nir()
     _check_exportable(snn)
@@ -293,17 +296,33 @@ def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]
     return nodes, edges
 
 
-def _sinabs_differences(snn: SpikingNet, stdp: bool) -> str:
-    """What Sinabs runs (read as SINABS_READER says) instead of the network, '' when nothing."""
-    notes = []
-    if snn.v_init:
-        notes.append(f"membranes start at 0, not at {snn.v_init:g} * threshold")
-    if snn.reset == "zero":
-        notes.append("Sinabs resets by subtraction, not to zero (reset_fn = "
-                     "sinabs.activation.MembraneReset() restores it)")
-    if stdp:
-        notes.append("the STDP layer is left out")
-    return "; ".join(notes)
+def sinabs_from_nir(graph: Any, batch_size: int) -> nn.Module:
+    """Sinabs module that runs a sinabs-format graph as the network, for one batch of
+    `batch_size` samples: input (batch_size * T, C, H, W), each sample's T steps in a row;
+    returns (output spikes of the same layout, state). A new batch needs a new module.
+
+    sinabs.from_nir, then in each IAF layer the network's neurons: one spike per step
+    (SingleSpike, not Sinabs's default floor(v / threshold)), no floor on v (from_nir clips
+    it at -threshold), reset to zero if the metadata says so, and v starting at metadata
+    v_init * threshold.
+    """
+    import sinabs  # not a dependency of deepstdp: pip install sinabs
+
+    module = sinabs.from_nir(graph, batch_size=batch_size)
+    v_init = float(graph.metadata.get("v_init", 0.0))
+    for layer in module.modules():
+        if isinstance(layer, sinabs.layers.IAF):
+            layer.spike_fn, layer.min_v_mem = sinabs.activation.SingleSpike, None
+            if graph.metadata.get("reset") == "zero":
+                layer.reset_fn = sinabs.activation.MembraneReset()
+            threshold = layer.spike_threshold.detach()
+            layer.v_mem = (v_init * threshold).expand(batch_size, *threshold.shape).clone()
+    return module
+
+
+def _sinabs_differences(stdp: bool) -> str:
+    """What a sinabs file run by sinabs_from_nir changes about the network, '' when nothing."""
+    return "the STDP layer is left out" if stdp else ""
 
 
 def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
@@ -331,7 +350,7 @@ def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
     elif fmt == "sinabs":
         nodes, edges = sinabs_nodes(snn)
         meta.update({"dt": 1.0, "reader": SINABS_READER,
-                     "differences": _sinabs_differences(snn, stdp)})
+                     "differences": _sinabs_differences(stdp)})
     else:
         raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(FORMATS)}")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={**meta, **(metadata or {})})
