@@ -306,8 +306,11 @@ def sinabs_from_nir(graph: Any, batch_size: int) -> nn.Module:
     it at -threshold), reset to zero if the metadata says so, and v starting at metadata
     v_init * threshold.
     """
-    import sinabs  # not a dependency of deepstdp: pip install sinabs
-
+    try:
+        import sinabs
+    except ImportError:
+        raise DeepSTDPError("running a sinabs file needs Sinabs: pip install "
+                            "'deepstdp[nir-interop]'") from None
     module = sinabs.from_nir(graph, batch_size=batch_size)
     v_init = float(graph.metadata.get("v_init", 0.0))
     for layer in module.modules():
