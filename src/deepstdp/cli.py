@@ -15,6 +15,7 @@ from typing import Any
 from deepstdp import __version__, registry
 from deepstdp.config import (
     ACTIVATIONS,
+    AGREEMENT,
     BALANCES,
     CARRIES,
     DATASETS,
@@ -24,6 +25,8 @@ from deepstdp.config import (
     PRECISIONS,
     SAMPLINGS,
     SCHEDULES,
+    SPIKING_TIMESTEPS,
+    SpikingCheck,
     TrainConfig,
     stdp_settings,
 )
@@ -95,6 +98,9 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                    help="relu (default) or qcfs: quantised, converts to spiking neurons in "
                         "few steps (docs/conversion.md)")
     g.add_argument("--qcfs-levels", type=int, help="quantisation levels of qcfs (default 8)")
+    g.add_argument("--sparsity", type=float,
+                   help="weight of the firing penalty: the spiking network's estimated "
+                        "synaptic operations per step / MACs (default 0: none)")
     g.add_argument("--proj-dim", type=int,
                    help="L2-normalised projection that is clustered; 0: the features "
                         "(default 128)")
@@ -188,6 +194,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deepstdp.compare import run_all, write_report
+    from deepstdp.evaluation import parse_timesteps
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
@@ -196,17 +203,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     seeds = parse_list(args.seeds, int, "--seeds")
     if args.jobs < 1:
         raise DeepSTDPError(f"--jobs must be at least 1, got {args.jobs}")
+    spiking = None
+    if args.spiking:  # checked before any run starts
+        if args.spiking_limit < 1:
+            raise DeepSTDPError(f"--spiking-limit must be at least 1 image, got "
+                                f"{args.spiking_limit}")
+        spiking = SpikingCheck(tuple(parse_timesteps(args.spiking_timesteps)),
+                               args.spiking_limit, threads=cfg.threads)
     out = Path(args.out)
     if not args.report_only:
         run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
                 force=args.force, quiet=args.quiet)
     command = shlex.join(["deepstdp", *sys.argv[1:]]) if args.command_line is None \
         else args.command_line
-    summary = write_report(out, clusterers, seeds, command)
+    summary = write_report(out, clusterers, seeds, command, spiking)
     for c in clusterers:
         s = summary[c]
         print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
               f"  val ACC {s['final_val_acc']['mean']:.3f} ± {s['final_val_acc']['std']:.3f}")
+        if "spiking" in summary:
+            sp = summary["spiking"][c]
+            print(f"{'':>7}  spiking: T {sp['timesteps']['mean']:.1f}, agreement "
+                  f"{sp['agreement']['mean']:.3f}, SOPs/MACs {sp['sops_per_mac']['mean']:.2f}, "
+                  f"{sp['energy_snn_uj']['mean']:.1f} uJ against "
+                  f"{sp['energy_ann_uj']['mean']:.1f} ({sp['reached']}/{len(seeds)} runs reach "
+                  f"{summary['spiking']['target_agreement']})")
     if "relative_acc_gain_pct" in summary:
         print(f"relative ACC gain {summary['relative_acc_gain_pct']:+.1f}%, iso-accuracy "
               f"speed-up {summary['iso_accuracy_speedup_epochs']} (epochs)")
@@ -282,7 +303,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     with threads.pinned(args.threads):
         snn = convert_run(args.run_dir, percentile=args.percentile, reset=args.reset,
                           v_init=args.v_init, pool_neurons=args.pool_neurons,
-                          calib_images=args.calib_images, progress=not args.quiet)
+                          calib_images=args.calib_images, calibrate_steps=args.calibrate,
+                          calibrate_readout=args.readout, progress=not args.quiet)
     if not args.quiet:
         ifs = [op for op, _ in snn.stages if op.kind == "if"]
         ths = ", ".join(f"{op.threshold:.3g}" for op in ifs)
@@ -337,6 +359,11 @@ def add_conversion_parsers(sub: Any) -> None:
                         "paid once per pooled cell (default on)")
     c.add_argument("--calib-images", type=int, default=512,
                    help="training images the thresholds are measured on (default 512)")
+    c.add_argument("--calibrate", type=int, default=0, metavar="T",
+                   help="bias calibration for T steps on the same images (Li et al. 2021; "
+                        "default 0: none)")
+    c.add_argument("--readout", choices=("count", "membrane"), default="count",
+                   help="the readout the calibration matches (default count)")
     c.add_argument("--threads", type=int, help="default: all cores")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_convert)
@@ -402,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue a stopped comparison")
     c.add_argument("--force", action="store_true", help="replace a comparison in --out")
     c.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    c.add_argument("--spiking", action=argparse.BooleanOptionalAction, default=True,
+                   help="convert each final CNN to spiking neurons and report its smallest T "
+                        f"with agreement >= {AGREEMENT}, SOPs and energy (default on)")
+    c.add_argument("--spiking-timesteps", default=",".join(map(str, SPIKING_TIMESTEPS)),
+                   help="steps simulated for it (default %(default)s)")
+    c.add_argument("--spiking-limit", type=int, default=SpikingCheck.limit,
+                   help="images per split it simulates (default %(default)s)")
     c.add_argument("--quiet", action="store_true",
                    help="no progress bars or epoch lines (always so with --jobs > 1)")
     c.add_argument("--command-line", help=argparse.SUPPRESS)

@@ -24,6 +24,8 @@ POOLS = ("max", "avg")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CARRIES = ("continue", "fresh")
 KMEANS_BACKENDS = ("auto", "sklearn", "faiss")  # deepstdp.clustering.BACKENDS
+BEFORE_0_6 = {"sparsity": 0.0}
+"""The values of the settings that 0.6 added, for the runs saved before them."""
 
 
 @dataclass(frozen=True)
@@ -56,10 +58,28 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
+SPIKING_TIMESTEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
+"""The steps at which each run's converted network is simulated for the summary."""
+AGREEMENT = 0.95
+"""The agreement with its CNN's clusters at which a run's spiking network counts as converted:
+the summary's T is the smallest that reaches it."""
+
+
+@dataclass(frozen=True)
+class SpikingCheck:
+    """How each run of a comparison is converted and simulated for the summary."""
+
+    timesteps: tuple[int, ...] = SPIKING_TIMESTEPS
+    limit: int | None = 300
+    """Images per split, spread evenly (None: all)."""
+    readout: str = "membrane"
+    threads: int | None = None
+
+
 RULES: dict[str, Rule] = {
     "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
     "pool": Rule(choices=POOLS), "activation": Rule(choices=ACTIVATIONS),
-    "qcfs_levels": Rule(1, 1024), "dropout": Rule(0, 1, high_open=True),
+    "qcfs_levels": Rule(1, 1024), "sparsity": Rule(0), "dropout": Rule(0, 1, high_open=True),
     "proj_dim": Rule(0, 65536), "precision": Rule(choices=PRECISIONS), "k": Rule(2, 10**6),
     "k_train": Rule(2, 10**6), "pca_dim": Rule(2, 65536), "stdp_carry": Rule(choices=CARRIES),
     "kmeans_backend": Rule(choices=KMEANS_BACKENDS),
@@ -144,6 +164,10 @@ class TrainConfig:
     qcfs_levels: int = 8
     """Quantisation levels L of 'qcfs': the converted network matches the CNN on average after
     T = L steps, so fewer levels mean fewer steps and coarser activations."""
+    sparsity: float = 0.0
+    """Weight of the firing penalty (firing.FiringCost: the converted network's estimated
+    synaptic operations per step, as a fraction of the CNN's MACs) added to the loss: fewer
+    spikes per image for the same steps. 0: none."""
     dropout: float = 0.0
     """Dropout before the feature layer. Every run of docs/learning.md used none; DeepCluster's
     0.3 was not measured under the recipe."""
@@ -287,7 +311,9 @@ class TrainConfig:
     def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
         """The settings a run saved (its checkpoint or config.json), as that run used them:
         spiking-layer settings it predates take their values from before they existed
-        (snn_settings.BEFORE_0_5), so a 0.4 run still loads, predicts and resumes as it ran."""
+        (snn_settings.BEFORE_0_5, BEFORE_0_6), so an older run still loads, predicts and
+        resumes as it ran."""
+        d = {**BEFORE_0_6, **d}
         stdp = d.get("stdp")
         if isinstance(stdp, dict) and "synapse" not in stdp:
             d = {**d, "stdp": {**BEFORE_0_5, **stdp}}

@@ -37,14 +37,14 @@ import torch
 from torch import nn
 
 from deepstdp import __version__
-from deepstdp.activations import QCFS
+from deepstdp.activations import QCFS, qcfs
 from deepstdp.models import ConvNet, Sobel
 from deepstdp.rundir import (
     checkpoint_digest,
     load_checkpoint,
     model_from_checkpoint,
 )
-from deepstdp.spiking import WEIGHTED, Op, SpikingNet
+from deepstdp.spiking import READOUTS, WEIGHTED, Op, SpikingNet, run_ops
 from deepstdp.util import DeepSTDPError, atomic_write
 
 NONLINEAR = ("relu", "qcfs")
@@ -234,6 +234,82 @@ def convert(model: ConvNet, x_calib: torch.Tensor, percentile: float = 99.9,
     return SpikingNet(out, x_calib.shape[1:], settings)
 
 
+# --------------------------------------------------------------------------- calibration
+
+
+@torch.no_grad()
+def analog_rates(snn: SpikingNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each spiking stage's output in the network the SNN stands for, in spikes per step: an
+    IF layer's activation (its QCFS, or the ReLU clipped at the threshold) over its threshold,
+    a gate's max pooling of the rates it routes."""
+    a, out = run_ops(snn.analog, x), []
+    for op, post in snn.stages:
+        if op.kind == "if":
+            u = a / op.threshold
+            r = qcfs(u, 1.0, op.levels) if op.levels else u.clamp(0, 1)
+        else:
+            r = torch.nn.functional.max_pool2d(a, op.kernel, op.stride)
+        out.append(r)
+        a = run_ops(post, r)
+    return out
+
+
+def _feeding_bias(snn: SpikingNet, k: int) -> Op | None:
+    """The weighted op whose bias drives spiking stage k (through average pooling or
+    flattening), or None where spikes feed it without a bias (pooling neurons, gates)."""
+    i = snn.ops.index(snn.stages[k][0])
+    for op in reversed(snn.ops[:i]):
+        if op.kind in WEIGHTED:
+            return op
+        if op.kind not in ("avgpool", "flatten"):
+            return None
+    return None
+
+
+@torch.no_grad()
+def calibrate(snn: SpikingNet, x: torch.Tensor, steps: int, readout: str = "count",
+              batch: int = 256) -> SpikingNet:
+    """Bias calibration for `steps` steps (Li et al. 2021, "A free lunch from ANN: towards
+    efficient, accurate spiking neural networks calibration"), in place.
+
+    Layer by layer from the input, each IF layer's mean rate per channel after `steps` steps is
+    compared, on the images x, with the rate of the network the SNN stands for; the bias that
+    drives the layer moves by the difference (times the threshold: a current), so that the
+    layer's expected error at that T is zero once the layers before it are corrected. The
+    feature layer is compared through `readout`, as it will be read. No retraining; the
+    correction is exact in expectation only where the neuron is not clipped.
+    """
+    if steps < 1:
+        raise DeepSTDPError(f"calibration steps must be at least 1, got {steps}")
+    if readout not in READOUTS:
+        raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
+    batches = [x[i:i + batch] for i in range(0, len(x), batch)]
+    target = [sum(r) for r in zip(*(_channel_sums(analog_rates(snn, b)) for b in batches),
+                                  strict=True)]
+    last = len(snn.stages) - 1
+    for k, (op, _) in enumerate(snn.stages):
+        feeding = _feeding_bias(snn, k)
+        if op.kind != "if" or feeding is None:
+            continue
+        got = 0.0
+        for b in batches:
+            res = snn.simulate(b, [steps], every_layer=True)
+            rate = (snn.features(res, steps, readout) / op.threshold if k == last
+                    else res.layer_counts[steps][k] / steps)
+            got = got + _channel_sums([rate])[0]
+        delta = (target[k] - got) / len(x) * op.threshold
+        bias = torch.zeros(len(delta)) if feeding.bias is None else feeding.bias
+        feeding.bias = bias + delta.to(bias.dtype)
+    snn.settings = {**snn.settings, "calibrate_steps": steps, "calibrate_readout": readout}
+    return snn
+
+
+def _channel_sums(rates: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per tensor, the sum over images of each channel's mean over positions."""
+    return [r.double().flatten(2).mean(2).sum(0) if r.dim() > 2 else r.double().sum(0)
+            for r in rates]
+
+
 # --------------------------------------------------------------------------- a run's network
 
 
@@ -246,8 +322,11 @@ def spread(n: int, limit: int | None) -> torch.Tensor:
 
 def convert_run(run_dir: str | Path, percentile: float = 99.9, reset: str = "subtract",
                 v_init: float = 0.5, pool_neurons: bool = True, calib_images: int = 512,
+                calibrate_steps: int = 0, calibrate_readout: str = "count",
                 progress: bool = False) -> SpikingNet:
-    """Convert the run's CNN and save it to RUN_DIR/spiking.pt (atomically)."""
+    """Convert the run's CNN and save it to RUN_DIR/spiking.pt (atomically); with
+    `calibrate_steps`, bias-calibrated for that many steps and `calibrate_readout` (calibrate)
+    on the same images as the thresholds."""
     from deepstdp.training import Data
 
     if calib_images < 1:
@@ -257,6 +336,8 @@ def convert_run(run_dir: str | Path, percentile: float = 99.9, reset: str = "sub
     data = Data(cfg, progress)
     x_calib = data.x_train[spread(len(data.x_train), calib_images)]
     snn = convert(model, x_calib, percentile, reset, v_init, pool_neurons)
+    if calibrate_steps:
+        calibrate(snn, x_calib, calibrate_steps, calibrate_readout)
     state = {**snn.state_dict(), "checkpoint_sha256": checkpoint_digest(run_dir),
              "checkpoint_epoch": ck["epoch"], "version": __version__}
     atomic_write(Path(run_dir) / "spiking.pt", lambda p: torch.save(state, p))
