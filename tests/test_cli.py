@@ -221,7 +221,13 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
     from deepstdp.config import RULES, TrainConfig
     from deepstdp.conversion.evaluation import evaluate_run
     from deepstdp.conversion.nir_export import export_run
-    from deepstdp.conversion.settings import NIR_FORMATS, READOUTS, RESETS, ConversionSettings
+    from deepstdp.conversion.settings import (
+        NIR_FORMATS,
+        READOUTS,
+        RESETS,
+        ConversionSettings,
+        SpikingCheck,
+    )
     from deepstdp.stdp.settings import STDPSettings
 
     parser = cli.build_parser()
@@ -232,7 +238,10 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
     functions = {"compare": run_all, "evaluate": evaluate_run, "export": export_run}
     choices = {**{name: rule.choices for name, rule in RULES.items() if rule.choices},
                "clusterer": registry.names(), "reset": RESETS, "readout": READOUTS,
-               "format": NIR_FORMATS}
+               "calibrate_readout": READOUTS, "format": NIR_FORMATS}
+    check = SpikingCheck()
+    compare_check = {"spiking_timesteps": ",".join(map(str, check.timesteps)),
+                     "spiking_limit": check.limit}
     checked = 0
     for command, sub in commands.items():
         fields = {f.name for f in dataclasses.fields(settings[command])} \
@@ -254,6 +263,9 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
                 checked += 1
             elif name == "timesteps":
                 pass  # the command's own choice: evaluate_run's None means "no simulation"
+            elif command == "compare" and name in compare_check:
+                assert action.default == compare_check[name], name
+                checked += 1
             elif {"format": "fmt"}.get(name, name) in params:
                 library = params[{"format": "fmt"}.get(name, name)].default
                 if library is not inspect.Parameter.empty:

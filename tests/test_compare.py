@@ -74,6 +74,14 @@ def test_compare_end_to_end_on_digits(tmp_path, capsys):
     assert set(summary["kmeans"]["final_acc"]) == {"mean", "std"}
     for name in ("report.md", "curves.png", "clusters.png", "confusion.png"):
         assert (out / name).stat().st_size > 0
+    # Every run's final CNN was converted and simulated: the summary has its figures.
+    spiking = summary["spiking"]["kmeans"]
+    assert 1 <= spiking["timesteps"]["mean"] <= 64
+    assert 0 <= spiking["agreement"]["mean"] <= 1 and spiking["sops_per_mac"]["mean"] > 0
+    assert 0 <= spiking["reached"] <= 2
+    assert (run_dir(out, "kmeans", 1) / "spiking.json").exists()
+    assert "Spiking networks" in (out / "report.md").read_text()
+    assert "spiking: T" in capsys.readouterr().out
     assert main(["compare", "--out", str(out), *small]) == 2
     assert "already holds a comparison; resume it" in capsys.readouterr().err
     assert main(["compare", "--out", str(out), "--resume", *small]) == 0  # nothing left to run

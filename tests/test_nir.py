@@ -1,6 +1,7 @@
 """NIR export (docs/nir.md): the exact format reproduces the simulator's spike counts in an
 independent interpreter of the NIR definitions and in nirtorch; the portable format runs in
-snnTorch and Norse (each skipped when not installed) with the counts of the network it states."""
+snnTorch and Norse, the sinabs format in Sinabs (each skipped when not installed) with the counts
+of the network it states."""
 
 import contextlib
 import dataclasses
@@ -15,8 +16,8 @@ from deepstdp.cli import main
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert
 from deepstdp.conversion.network import SpikingNet
-from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, to_nir
-from deepstdp.conversion.settings import ConversionSettings
+from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, sinabs_from_nir, to_nir
+from deepstdp.conversion.settings import NIR_FORMATS, ConversionSettings
 from deepstdp.data import Data
 from deepstdp.models import ConvNet
 from deepstdp.rundir import load_checkpoint
@@ -239,6 +240,58 @@ def test_norse_runs_the_portable_file_with_reset_by_subtraction(digits, tmp_path
     assert_same_counts(run_module(module, x), counts(variant(snn, v_init=0.0), x))
 
 
+# --------------------------------------------------------------------------- sinabs format
+
+
+class SinabsIAF(SpikingNet):
+    """The network with the IAF neurons that plain sinabs.from_nir makes of the file's IF nodes:
+    v from 0, floor(v / threshold) spikes per step (v >= threshold: one), reset by subtraction,
+    v clipped at -threshold; the thresholds one float32 step up, as in the file."""
+
+    def _fire(self, k, threshold, inp, v):
+        th = float(np.nextafter(np.float32(threshold), np.float32(np.inf)))
+        v[k] = inp if v[k] is None else v[k] + inp
+        s = torch.where(v[k] > 0, torch.div(v[k], th, rounding_mode="trunc"), 0.0)
+        v[k] = torch.clamp(v[k] - th * s, min=-th)
+        return s
+
+
+def run_sinabs(module, x: torch.Tensor) -> np.ndarray:
+    """Output spike counts of a Sinabs module over STEPS steps of the images x."""
+    frames = x.unsqueeze(1).expand(len(x), STEPS, *x.shape[1:]).flatten(0, 1)  # (B * T, C, H, W)
+    with torch.no_grad():
+        out, _ = module(frames)
+    return out.unflatten(0, (len(x), STEPS)).sum(1).flatten(1).numpy()
+
+
+@pytest.mark.parametrize("pool_neurons", [True, False])
+def test_sinabs_file_is_the_network_with_reset_to_zero_from_rest_in_nir(digits, tmp_path,
+                                                                         pool_neurons):
+    model, calib, x = digits
+    snn = convert(model, calib, ConversionSettings(pool_neurons=pool_neurons))
+    graph = roundtrip(to_nir(snn, fmt="sinabs"), tmp_path)
+    kinds = {type(n).__name__ for n in graph.nodes.values()}
+    assert kinds == {"Input", "Conv2d", "IF", "SumPool2d", "Flatten", "Affine", "Output"}
+    assert graph.metadata["differences"] == "" and "sinabs_from_nir" in graph.metadata["reader"]
+    images = x[:5].double()  # SumPool2d with the 1/4 in the next threshold or weights: exact
+    got = nir_simulate(graph, {"input": images.numpy()}, STEPS)
+    assert_same_counts(got, counts(variant(snn, reset="zero", v_init=0.0), images, torch.float64))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Sinabs calls nirtorch.load
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_sinabs_runs_the_sinabs_file_spike_for_spike(digits, tmp_path, reset):
+    sinabs = pytest.importorskip("sinabs")
+    model, calib, x = digits
+    snn = convert(model, calib, ConversionSettings(reset=reset))  # v_init 0.5
+    graph = roundtrip(to_nir(snn, fmt="sinabs"), tmp_path)
+    assert_same_counts(run_sinabs(sinabs_from_nir(graph, len(x)), x), counts(snn, x))
+    if reset == "subtract":  # plain from_nir: the same layers with Sinabs's IAF (SinabsIAF)
+        module = sinabs.from_nir(graph, batch_size=len(x))
+        assert_same_counts(run_sinabs(module, x), counts(SinabsIAF(snn.ops, snn.input_shape,
+                                                                   snn.settings), x))
+
+
 # --------------------------------------------------------------------------- both formats
 
 
@@ -258,6 +311,12 @@ def test_export_command_writes_either_format(run_dir, tmp_path, capsys):
     assert graph.nodes["head.2"].weight.shape == (64, 32, 2, 2)  # the linear layer as a conv
     assert "portable format" in (out := capsys.readouterr()).out and "start at 0" in out.err
 
+    assert main(["export", str(run_dir), "--nir", str(path), "--format", "sinabs"]) == 0
+    graph = nir.read(path)
+    assert graph.metadata["format"] == "sinabs" and "SingleSpike" in graph.metadata["reader"]
+    assert isinstance(graph.nodes["body.3"], nir.SumPool2d)
+    assert "sinabs format" in (out := capsys.readouterr()).out and out.err == ""
+
 
 def test_stdp_layer_is_in_the_exact_file_only():
     from deepstdp.stdp.estimator import STDPClustering
@@ -271,14 +330,15 @@ def test_stdp_layer_is_in_the_exact_file_only():
     assert np.allclose(g.nodes["stdp.lif"].v_threshold, stdp.v_thresh + stdp.theta_)
     assert np.array_equal(g.metadata["stdp_neuron_cluster"], stdp.neuron_cluster_)
     assert ("stdp.inhibition", "stdp.lif") in g.edges
-    portable = to_nir(snn, stdp, fmt="portable")
-    assert set(portable.inputs) == {"input"}
-    assert "STDP layer is left out" in portable.metadata["differences"]
+    for fmt in ("portable", "sinabs"):
+        other = to_nir(snn, stdp, fmt=fmt)
+        assert set(other.inputs) == {"input"}
+        assert "STDP layer is left out" in other.metadata["differences"]
 
 
 def test_unexportable_networks_and_formats_are_one_line_errors():
     snn = convert(small_net(pool="max"), torch.randn(8, 1, 16, 16))
-    for fmt in ("exact", "portable"):
+    for fmt in NIR_FORMATS:
         with pytest.raises(DeepSTDPError, match=r"body\.3 \(spiking max pooling\).*average"):
             to_nir(snn, fmt=fmt)
     with pytest.raises(DeepSTDPError, match="unknown NIR format 'lava'"):

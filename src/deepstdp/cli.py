@@ -27,7 +27,15 @@ from deepstdp.config import (
     TrainConfig,
     stdp_settings,
 )
-from deepstdp.conversion.settings import NIR_FORMATS, READOUTS, RESETS, ConversionSettings
+from deepstdp.conversion.settings import (
+    AGREEMENT,
+    NIR_FORMATS,
+    READOUTS,
+    RESETS,
+    SPIKING_TIMESTEPS,
+    ConversionSettings,
+    SpikingCheck,
+)
 from deepstdp.rundir import (
     CHECKPOINT,
     SPIKING_NET,
@@ -127,6 +135,9 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
                         f"(docs/conversion.md) {default('activation')}")
     g.add_argument("--qcfs-levels", type=int,
                    help=f"quantisation levels of qcfs {default('qcfs_levels')}")
+    g.add_argument("--sparsity", type=float,
+                   help="weight of the firing penalty: the spiking network's estimated "
+                        f"synaptic operations per step / MACs; 0: none {default('sparsity')}")
     g.add_argument("--proj-dim", type=int,
                    help="L2-normalised projection that is clustered; 0: the features "
                         f"{default('proj_dim')}")
@@ -230,6 +241,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deepstdp.compare import REPORT, run_all, write_report
+    from deepstdp.conversion.evaluation import parse_timesteps
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
@@ -238,17 +250,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     seeds = parse_list(args.seeds, int, "--seeds")
     if args.jobs < 1:
         raise DeepSTDPError(f"--jobs must be at least 1, got {args.jobs}")
+    spiking = None
+    if args.spiking:  # checked before any run starts
+        if args.spiking_limit < 1:
+            raise DeepSTDPError(f"--spiking-limit must be at least 1 image, got "
+                                f"{args.spiking_limit}")
+        spiking = SpikingCheck(tuple(parse_timesteps(args.spiking_timesteps)),
+                               args.spiking_limit, threads=cfg.threads)
     out = Path(args.out)
     if not args.report_only:
         run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
                 force=args.force, quiet=args.quiet)
     command = shlex.join(["deepstdp", *sys.argv[1:]]) if args.command_line is None \
         else args.command_line
-    summary = write_report(out, clusterers, seeds, command)
+    summary = write_report(out, clusterers, seeds, command, spiking)
     for c in clusterers:
         s = summary[c]
         print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
               f"  val ACC {s['final_val_acc']['mean']:.3f} ± {s['final_val_acc']['std']:.3f}")
+        if "spiking" in summary:
+            sp = summary["spiking"][c]
+            print(f"{'':>7}  spiking: T {sp['timesteps']['mean']:.1f}, agreement "
+                  f"{sp['agreement']['mean']:.3f}, SOPs/MACs {sp['sops_per_mac']['mean']:.2f}, "
+                  f"{sp['energy_snn_uj']['mean']:.1f} uJ against "
+                  f"{sp['energy_ann_uj']['mean']:.1f} ({sp['reached']}/{len(seeds)} runs reach "
+                  f"{summary['spiking']['target_agreement']})")
     if "relative_acc_gain_pct" in summary:
         print(f"relative ACC gain {summary['relative_acc_gain_pct']:+.1f}%, iso-accuracy "
               f"speed-up {summary['iso_accuracy_speedup_epochs']} (epochs)")
@@ -388,6 +414,12 @@ def add_conversion_parsers(sub: Any) -> None:
     c.add_argument("--calib-images", type=int,
                    help="training images the thresholds are measured on "
                         f"{conversion_default('calib_images')}")
+    c.add_argument("--calibrate", type=int, dest="calibrate_steps", metavar="T",
+                   help="bias calibration for T steps on the same images (Li et al. 2021); "
+                        f"0: none {conversion_default('calibrate_steps')}")
+    c.add_argument("--readout", choices=READOUTS, dest="calibrate_readout",
+                   help="the readout the calibration matches "
+                        f"{conversion_default('calibrate_readout')}")
     c.add_argument("--threads", type=int, help="unless given: all cores")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_convert)
@@ -418,7 +450,9 @@ def add_conversion_parsers(sub: Any) -> None:
                    help="exact: spike for spike, runs in nirtorch with "
                         "deepstdp.conversion.nir_export.nirtorch_node_map(); portable: nodes "
                         "that snnTorch and Norse import, with membranes starting at 0 and, in "
-                        "snnTorch, reset to zero (docs/nir.md) (default %(default)s)")
+                        "snnTorch, reset to zero; sinabs: nodes that sinabs.from_nir imports, "
+                        "spike for spike in deepstdp.conversion.nir_export.sinabs_from_nir() "
+                        "(docs/nir.md) (default %(default)s)")
     x.add_argument("--threads", type=int, help="unless given: all cores")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)
@@ -454,6 +488,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--resume", action="store_true", help="continue a stopped comparison")
     c.add_argument("--force", action="store_true", help="replace a comparison in --out")
     c.add_argument("--report-only", action="store_true", help="only rewrite the report")
+    c.add_argument("--spiking", action=argparse.BooleanOptionalAction, default=True,
+                   help="convert each final CNN to spiking neurons and report its smallest T "
+                        f"with agreement >= {AGREEMENT}, SOPs and energy (default on)")
+    c.add_argument("--spiking-timesteps", default=",".join(map(str, SPIKING_TIMESTEPS)),
+                   help="steps simulated for it (default %(default)s)")
+    c.add_argument("--spiking-limit", type=int, default=SpikingCheck.limit,
+                   help="images per split it simulates (default %(default)s)")
     c.add_argument("--quiet", action="store_true",
                    help="no progress bars or epoch lines (always so with --jobs > 1)")
     c.add_argument("--command-line", help=argparse.SUPPRESS)
@@ -489,11 +530,15 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+RENAMED = {"calibrate_steps": "--calibrate", "calibrate_readout": "--readout"}
+"""Options named otherwise than their setting (convert's)."""
+
+
 def option_of(e: SettingError) -> str:
     """The command-line option behind a setting ('batch_size' -> '--batch-size')."""
     if e.setting.startswith("stdp."):
         return f"--stdp {e.setting.removeprefix('stdp.')}"
-    return "--" + e.setting.replace("_", "-")
+    return RENAMED.get(e.setting, "--" + e.setting.replace("_", "-"))
 
 
 def _process() -> str:

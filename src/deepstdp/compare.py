@@ -2,7 +2,8 @@
 
 OUT/
   compare.json    the settings: the base TrainConfig, the clusterers and the seeds
-  runs/CLUSTERER-seedS/   an ordinary run directory (deepstdp.rundir) per run
+  runs/CLUSTERER-seedS/   an ordinary run directory (deepstdp.rundir) per run, with its
+                          converted network and spiking evaluation when the summary has them
   summary.json, report.md, curves.png, clusters.png, confusion.png   the summary
 
 A stopped comparison resumes run by run, by the rule a run resumes by (rundir), and any one of
@@ -24,6 +25,7 @@ import numpy as np
 
 from deepstdp import threads
 from deepstdp.config import TrainConfig
+from deepstdp.conversion.settings import AGREEMENT, SpikingCheck
 from deepstdp.registry import validated
 from deepstdp.rundir import RunDir, changed_settings, check_resume_or_force, check_writable
 from deepstdp.training import train
@@ -169,9 +171,37 @@ def summarise(out: Path, clusterers: list[str], seeds: list[int], baseline: str 
     return summary
 
 
+def spiking_summary(out: Path, clusterers: list[str], seeds: list[int],
+                    check: SpikingCheck) -> dict[str, Any]:
+    """Per clusterer, mean ± std over seeds at each run's smallest T whose train agreement
+    with its CNN's clusters reaches AGREEMENT (the largest T simulated where none does): T,
+    agreement (train, val, the surer half), SOPs / MACs and energy. Each run is converted
+    (spiking.pt, with its saved settings or the defaults) and simulated; its own spiking.json,
+    .md and .png are written as by `deepstdp evaluate --spiking`."""
+    from deepstdp.conversion.evaluation import evaluate_run
+
+    keys = ("timesteps", "agreement", "val_agreement", "agreement_confident", "sops_per_mac",
+            "energy_snn_uj", "energy_ann_uj")
+    res: dict[str, Any] = {"readout": check.readout, "target_agreement": AGREEMENT,
+                           "images_per_split": check.limit}
+    for c in clusterers:
+        picked = []
+        for s in seeds:
+            rows = evaluate_run(run_dir(out, c, s), check.timesteps, limit=check.limit,
+                                threads=check.threads, readout=check.readout)["rows"]
+            row = next((r for r in rows if r["agreement"] >= AGREEMENT), rows[-1])
+            picked.append({**row, "sops_per_mac": row["sops_per_image"] / row["macs_per_image"],
+                           "reached": row["agreement"] >= AGREEMENT})
+        res[c] = {k: _stats([p[k] for p in picked]) for k in keys
+                  if all(p[k] is not None for p in picked)}
+        res[c]["reached"] = sum(p["reached"] for p in picked)
+    return res
+
+
 def write_report(out: Path, clusterers: list[str], seeds: list[int],
-                 command: str) -> dict[str, Any]:
-    """summary.json, report.md and its pictures, from the finished runs in OUT/runs."""
+                 command: str, spiking: SpikingCheck | None = None) -> dict[str, Any]:
+    """summary.json, report.md and its pictures, from the finished runs in OUT/runs; with
+    `spiking`, each run's converted network too (spiking_summary)."""
     from deepstdp.data import load_dataset
     from deepstdp.metrics import contingency
     from deepstdp.report import (
@@ -183,6 +213,8 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
 
     data = {c: curves(out, c, seeds) for c in clusterers}
     summary = summarise(out, clusterers, seeds, data=data)
+    if spiking is not None:
+        summary["spiking"] = spiking_summary(out, clusterers, seeds, spiking)
     write_json_atomic(out / SUMMARY, summary)
     plot_compare_curves(data, out / CURVES)
     # Summed over runs from their own logs, so a resumed comparison still counts every epoch.

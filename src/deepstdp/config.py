@@ -26,6 +26,8 @@ CARRIES = ("continue", "fresh")
 KMEANS_BACKENDS = ("auto", "sklearn", "faiss")
 """The choices of the settings above, each in one tuple: the modules that implement a
 choice, the command line and RULES all read it from here (this module is light)."""
+BEFORE_0_6 = {"sparsity": 0.0}
+"""The values of the settings that 0.6 added, for the runs saved before them."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def _num(x: float) -> str:
 RULES: dict[str, Rule] = {
     "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
     "pool": Rule(choices=POOLS), "activation": Rule(choices=ACTIVATIONS),
-    "qcfs_levels": Rule(1, 1024), "dropout": Rule(0, 1, high_open=True),
+    "qcfs_levels": Rule(1, 1024), "sparsity": Rule(0), "dropout": Rule(0, 1, high_open=True),
     "proj_dim": Rule(0, 65536), "precision": Rule(choices=PRECISIONS), "k": Rule(2, 10**6),
     "k_train": Rule(2, 10**6), "pca_dim": Rule(2, 65536), "stdp_carry": Rule(choices=CARRIES),
     "kmeans_backend": Rule(choices=KMEANS_BACKENDS),
@@ -162,6 +164,10 @@ class TrainConfig:
     qcfs_levels: int = 8
     """Quantisation levels L of 'qcfs': the converted network matches the CNN on average after
     T = L steps, so fewer levels mean fewer steps and coarser activations."""
+    sparsity: float = 0.0
+    """Weight of the firing penalty (firing.FiringCost: the converted network's estimated
+    synaptic operations per step, as a fraction of the CNN's MACs) added to the loss: fewer
+    spikes per image for the same steps. 0: none."""
     dropout: float = 0.0
     """Dropout before the feature layer. Every run of docs/learning.md used none; DeepCluster's
     0.3 was not measured under the recipe."""
@@ -309,7 +315,9 @@ class TrainConfig:
     def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
         """The settings a run saved (its checkpoint or config.json), as that run used them:
         spiking-layer settings it predates take their values from before they existed
-        (stdp.settings.BEFORE_0_5), so a 0.4 run still loads, predicts and resumes as it ran."""
+        (stdp.settings.BEFORE_0_5, BEFORE_0_6), so an older run still loads, predicts and
+        resumes as it ran."""
+        d = {**BEFORE_0_6, **d}
         stdp = d.get("stdp")
         if isinstance(stdp, dict) and "synapse" not in stdp:
             d = {**d, "stdp": {**BEFORE_0_5, **stdp}}

@@ -106,6 +106,29 @@ def _fmt(s: dict[str, float]) -> str:
     return f"{s['mean']:.3f} ± {s['std']:.3f}"
 
 
+def _spiking_lines(spiking: dict[str, Any] | None, names: list[str]) -> list[str]:
+    """The converted networks' table of report.md (none without a spiking check)."""
+    if not spiking:
+        return []
+    rows = [("T (smallest with the agreement)", "timesteps"),
+            ("agreement with the CNN, train", "agreement"),
+            ("agreement, val", "val_agreement"),
+            ("agreement, surer half (train)", "agreement_confident"),
+            ("SOPs / MACs", "sops_per_mac"), ("energy SNN (uJ)", "energy_snn_uj"),
+            ("energy CNN (uJ)", "energy_ann_uj")]
+    images = spiking["images_per_split"]
+    lines = ["", f"Spiking networks (each final CNN converted; {images or 'all'} images per "
+             f"split; {READOUT_NAMES[spiking['readout']]} readout; T is each run's smallest "
+             f"with train agreement >= {spiking['target_agreement']}):", "",
+             "| spiking | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+    for label, key in rows:
+        lines.append(f"| {label} | " + " | ".join(
+            _fmt(spiking[n][key]) if key in spiking[n] else "-" for n in names) + " |")
+    lines.append("| runs reaching the agreement | " + " | ".join(
+        str(spiking[n]["reached"]) for n in names) + " |")
+    return lines
+
+
 def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
                         seconds: float, pictures: Sequence[str]) -> str:
     """report.md: the table of means and stds, the gains, and the `pictures` beside it."""
@@ -143,6 +166,7 @@ def comparison_markdown(summary: dict[str, Any], names: list[str], command: str,
             f"{'not reached' if iso is None else f'{iso:.2f}x'} in epochs, "
             f"{'not reached' if iso_s is None else f'{iso_s:.2f}x'} in seconds. Paper: 3.5x.",
         ]
+    lines += _spiking_lines(summary.get("spiking"), names)
     lines += [
         "", f"Command: `{command}`  ",
         f"Run time: {seconds / 60:.1f} min summed over the runs (divide by `--jobs` for wall "
@@ -179,12 +203,20 @@ def plot_spiking(rows: list[dict[str, Any]], path: str | Path) -> None:
 READOUT_NAMES = {"count": "spike counts", "membrane": "integrated input"}
 
 
+def _surer(row: dict[str, Any]) -> str:
+    """Agreement on the half of the images the clusterer is surest of, train / val ('-' for a
+    clusterer without a margin, or a row written before 0.6)."""
+    if row.get("agreement_confident") is None:
+        return "-"
+    return f"{row['agreement_confident']:.3f} / {row['val_agreement_confident']:.3f}"
+
+
 def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_mac: float,
                      pj_per_ac: float, picture: str) -> str:
     """spiking.md: the CNN, then per T the spiking pipeline's metrics, agreement and costs."""
     first = rows[0]
     head = ("| T | ACC | NMI | ARI | val ACC | val NMI | val ARI | agreement train / val | "
-            "SOPs/image | SOPs / MACs | energy (uJ) | ms/image |")
+            "surer half train / val | SOPs/image | SOPs / MACs | energy (uJ) | ms/image |")
     lines = [
         "# Spiking evaluation", "",
         f"{first['images_train']} train and {first['images_val']} val images; simulated on "
@@ -196,14 +228,14 @@ def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_m
         "with a constant input.", "",
         head, "|" + " ---: |" * len(head.strip("|").split("|")),
         f"| CNN | {ann['acc']:.3f} | {ann['nmi']:.3f} | {ann['ari']:.3f} | "
-        f"{ann['val_acc']:.3f} | {ann['val_nmi']:.3f} | {ann['val_ari']:.3f} | - | - | - | "
+        f"{ann['val_acc']:.3f} | {ann['val_nmi']:.3f} | {ann['val_ari']:.3f} | - | - | - | - | "
         f"{first['energy_ann_uj']:.1f} | - |",
     ]
     for r in rows:
         lines.append(
             f"| {r['timesteps']} | {r['acc']:.3f} | {r['nmi']:.3f} | {r['ari']:.3f} | "
             f"{r['val_acc']:.3f} | {r['val_nmi']:.3f} | {r['val_ari']:.3f} | "
-            f"{r['agreement']:.3f} / {r['val_agreement']:.3f} | "
+            f"{r['agreement']:.3f} / {r['val_agreement']:.3f} | {_surer(r)} | "
             f"{r['sops_per_image'] / 1e6:.2f} M | "
             f"{r['sops_per_image'] / r['macs_per_image']:.2f} | {r['energy_snn_uj']:.1f} | "
             f"{r['seconds_per_image'] * 1e3:.2f} |")

@@ -10,6 +10,7 @@ from a checkpoint continues exactly as an uninterrupted one would.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from deepstdp.data import Data, ImageTensor
 from deepstdp.devices import Compute
 from deepstdp.distributed import ALONE, World, joined
 from deepstdp.features import batch_on, embed, extract_features
+from deepstdp.firing import FiringCost
 from deepstdp.metrics import cluster_metrics, cluster_sizes
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
@@ -161,29 +163,34 @@ def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tenso
     total, count = 0.0, 0
     per_epoch = len(idx) // cfg.batch_size  # drop the last partial batch: BatchNorm
     share = cfg.batch_size // world.size
-    for i in tqdm(range(per_epoch), desc=f"train {epoch}", disable=not progress, leave=False):
-        lr = learning_rate(cfg, (epoch - 1) * per_epoch + i, per_epoch)
-        for opt in (optimizer, top_opt):
-            for group in opt.param_groups if opt else ():
-                group["lr"] = lr
-        b = idx[i * cfg.batch_size:(i + 1) * cfg.batch_size][world.rank * share:][:share]
-        xb = aug.views(batch_on(x, b, compute), cfg.views, gen)
-        with compute.autocast():
-            logits = net(xb.contiguous(memory_format=torch.channels_last)).float()
-        loss = nn.functional.cross_entropy(logits, compute.put(y[b].repeat(cfg.views)))
-        if not torch.isfinite(loss):
-            raise DeepSTDPError(f"training diverged: loss is {loss.item()} at epoch {epoch}, "
-                                f"batch {i}; lower the learning rate")
-        optimizer.zero_grad(set_to_none=True)
-        if top_opt:
-            top_opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        if top_opt:
-            scaler.step(top_opt)
-        scaler.update()
-        total += loss.item() * len(b)
-        count += len(b)
+    # The firing penalty's hooks hold each batch's activations: only while training.
+    firing = FiringCost(model, batch_on(x, idx[:1], compute)) if cfg.sparsity else None
+    with firing or contextlib.nullcontext():
+        for i in tqdm(range(per_epoch), desc=f"train {epoch}", disable=not progress, leave=False):
+            lr = learning_rate(cfg, (epoch - 1) * per_epoch + i, per_epoch)
+            for opt in (optimizer, top_opt):
+                for group in opt.param_groups if opt else ():
+                    group["lr"] = lr
+            b = idx[i * cfg.batch_size:(i + 1) * cfg.batch_size][world.rank * share:][:share]
+            xb = aug.views(batch_on(x, b, compute), cfg.views, gen)
+            with compute.autocast():
+                logits = net(xb.contiguous(memory_format=torch.channels_last)).float()
+            loss = nn.functional.cross_entropy(logits, compute.put(y[b].repeat(cfg.views)))
+            if firing:
+                loss = loss + cfg.sparsity * firing.pop()
+            if not torch.isfinite(loss):
+                raise DeepSTDPError(f"training diverged: loss is {loss.item()} at epoch {epoch}, "
+                                    f"batch {i}; lower the learning rate")
+            optimizer.zero_grad(set_to_none=True)
+            if top_opt:
+                top_opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            if top_opt:
+                scaler.step(top_opt)
+            scaler.update()
+            total += loss.item() * len(b)
+            count += len(b)
     total, count = world.total(total, count)
     return total / max(count, 1)
 

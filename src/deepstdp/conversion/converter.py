@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from deepstdp import __version__
-from deepstdp.activations import QCFS
-from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet
-from deepstdp.conversion.settings import ConversionSettings
+from deepstdp.activations import QCFS, qcfs
+from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet, run_ops
+from deepstdp.conversion.settings import READOUTS, ConversionSettings
 from deepstdp.data import Data
 from deepstdp.models import ConvNet, Sobel
 from deepstdp.rundir import SPIKING_NET, RunDir, checkpoint_digest, load_checkpoint
@@ -192,10 +192,11 @@ def relu_percentiles(ops: Sequence[Op], x: torch.Tensor, percentile: float,
 def convert(model: ConvNet, x_calib: torch.Tensor,
             settings: ConversionSettings | None = None) -> SpikingNet:
     """Fold BatchNorm, set the thresholds (balanced on x_calib for ReLU layers, the trained
-    lambda for QCFS layers), and return the spiking network; it records `settings` (None: the
-    defaults) with the number of calibration images it had. Pooling neurons (the setting
-    `pool_neurons`) re-encode each average-pooled cell's mean rate as spikes: exactly, on
-    average, since the mean of spikes never exceeds one per step.
+    lambda for QCFS layers), bias-calibrate on x_calib if `settings.calibrate_steps`, and
+    return the spiking network; it records `settings` (None: the defaults) with the number of
+    calibration images it had. Pooling neurons (the setting `pool_neurons`) re-encode each
+    average-pooled cell's mean rate as spikes: exactly, on average, since the mean of spikes
+    never exceeds one per step.
     """
     settings = (settings or ConversionSettings()).validate()
     ops = fold_network(model, x_calib.shape[1:])
@@ -220,8 +221,88 @@ def convert(model: ConvNet, x_calib: torch.Tensor,
             last_pool = i + 1 == len(ops) or ops[i + 1].kind != "avgpool"
             if settings.pool_neurons and spikes and op.kind == "avgpool" and last_pool:
                 out.append(Op("if", f"{op.name}.neurons", threshold=1.0))
-    return SpikingNet(out, x_calib.shape[1:],
-                      dataclasses.replace(settings, calib_images=len(x_calib)))
+    snn = SpikingNet(out, x_calib.shape[1:],
+                     dataclasses.replace(settings, calib_images=len(x_calib)))
+    if settings.calibrate_steps:
+        calibrate(snn, x_calib, settings.calibrate_steps, settings.calibrate_readout)
+    return snn
+
+
+# --------------------------------------------------------------------------- calibration
+
+
+@torch.no_grad()
+def analog_rates(snn: SpikingNet, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each spiking stage's output in the network the SNN stands for, in spikes per step: an
+    IF layer's activation (its QCFS, or the ReLU clipped at the threshold) over its threshold,
+    a gate's max pooling of the rates it routes."""
+    a, out = run_ops(snn.analog, x), []
+    for op, post in snn.stages:
+        if op.kind == "if":
+            u = a / op.threshold
+            r = qcfs(u, 1.0, op.levels) if op.levels else u.clamp(0, 1)
+        else:
+            r = torch.nn.functional.max_pool2d(a, op.kernel, op.stride)
+        out.append(r)
+        a = run_ops(post, r)
+    return out
+
+
+def _feeding_bias(snn: SpikingNet, k: int) -> Op | None:
+    """The weighted op whose bias drives spiking stage k (through average pooling or
+    flattening), or None where spikes feed it without a bias (pooling neurons, gates)."""
+    i = snn.ops.index(snn.stages[k][0])
+    for op in reversed(snn.ops[:i]):
+        if op.kind in WEIGHTED:
+            return op
+        if op.kind not in ("avgpool", "flatten"):
+            return None
+    return None
+
+
+@torch.no_grad()
+def calibrate(snn: SpikingNet, x: torch.Tensor, steps: int, readout: str = READOUTS[0],
+              batch: int = 256) -> SpikingNet:
+    """Bias calibration for `steps` steps (Li et al. 2021, "A free lunch from ANN: towards
+    efficient, accurate spiking neural networks calibration"), in place.
+
+    Layer by layer from the input, each IF layer's mean rate per channel after `steps` steps is
+    compared, on the images x, with the rate of the network the SNN stands for; the bias that
+    drives the layer moves by the difference (times the threshold: a current), so that the
+    layer's expected error at that T is zero once the layers before it are corrected. The
+    feature layer is compared through `readout`, as it will be read. No retraining; the
+    correction is exact in expectation only where the neuron is not clipped.
+    """
+    if steps < 1:
+        raise DeepSTDPError(f"calibration steps must be at least 1, got {steps}")
+    if readout not in READOUTS:
+        raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
+    batches = [x[i:i + batch] for i in range(0, len(x), batch)]
+    target = [sum(r) for r in zip(*(_channel_sums(analog_rates(snn, b)) for b in batches),
+                                  strict=True)]
+    last = len(snn.stages) - 1
+    for k, (op, _) in enumerate(snn.stages):
+        feeding = _feeding_bias(snn, k)
+        if op.kind != "if" or feeding is None:
+            continue
+        got = 0.0
+        for b in batches:
+            res = snn.simulate(b, [steps], every_layer=True)
+            rate = (snn.features(res, steps, readout) / op.threshold if k == last
+                    else res.layer_counts[steps][k] / steps)
+            got = got + _channel_sums([rate])[0]
+        delta = (target[k] - got) / len(x) * op.threshold
+        bias = torch.zeros(len(delta)) if feeding.bias is None else feeding.bias
+        feeding.bias = bias + delta.to(bias.dtype)
+    snn.settings = dataclasses.replace(snn.settings, calibrate_steps=steps,
+                                       calibrate_readout=readout)
+    return snn
+
+
+def _channel_sums(rates: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """Per tensor, the sum over images of each channel's mean over positions."""
+    return [r.double().flatten(2).mean(2).sum(0) if r.dim() > 2 else r.double().sum(0)
+            for r in rates]
 
 
 # --------------------------------------------------------------------------- a run's network
@@ -236,8 +317,8 @@ def spread(n: int, limit: int | None) -> torch.Tensor:
 
 def convert_run(run_dir: str | Path, settings: ConversionSettings | None = None,
                 progress: bool = False) -> SpikingNet:
-    """Convert the run's CNN (`settings` None: the defaults) and save it to RUN_DIR/spiking.pt
-    (atomically)."""
+    """Convert the run's CNN (`settings` None: the defaults; calibrated where they say) and
+    save it to RUN_DIR/spiking.pt (atomically)."""
     settings = (settings or ConversionSettings()).validate()
     ck = load_checkpoint(run_dir)
     model = model_from_checkpoint(ck)

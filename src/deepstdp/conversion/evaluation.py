@@ -87,13 +87,19 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         def cluster(features: np.ndarray) -> np.ndarray:
             return run.clusterer.predict(run.pca.transform(embed(run.model, features)))
 
+        def margin(features: np.ndarray) -> np.ndarray | None:
+            try:
+                return run.clusterer.margin(run.pca.transform(embed(run.model, features)))
+            except DeepSTDPError:  # a clusterer without a margin: no confident half
+                return None
+
         splits = {}
         for name, x, y in (("train", data.x_train, data.train.labels),
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
             xs = x[idx]
-            splits[name] = Split(xs.to(dev), y[idx.numpy()],
-                                 cluster(extract_features(run.model, xs, compute)))
+            feats = extract_features(run.model, xs, compute)
+            splits[name] = Split(xs.to(dev), y[idx.numpy()], cluster(feats), margin(feats))
         ann = {f"{p}{m}": v for name, p in SPLITS
                for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
         if not timesteps:
@@ -119,6 +125,8 @@ class Split:
     x: torch.Tensor
     labels: np.ndarray
     pred: np.ndarray
+    margin: np.ndarray | None
+    """The clusterer's margin of each image's CNN cluster (Clusterer.margin), if it has one."""
     features: dict[int, np.ndarray] = field(default_factory=dict)
     sops: dict[int, float] = field(default_factory=dict)
     seconds: dict[int, float] = field(default_factory=dict)
@@ -131,12 +139,18 @@ class Split:
 
 def _spiking_metrics(splits: dict[str, Split], t: int,
                      cluster: Callable[[np.ndarray], np.ndarray]) -> dict[str, float]:
-    """Per split, agreement with the CNN pipeline's clusters and ACC/NMI/ARI, at T = t."""
-    out = {}
+    """Per split, agreement with the CNN pipeline's clusters (all images, and the half the
+    clusterer is surest of: the images near a boundary, where any perturbation flips the
+    cluster, are apart) and ACC/NMI/ARI, at T = t."""
+    out: dict[str, float | None] = {}
     for name, p in SPLITS:
         split = splits[name]
         pred = cluster(split.features[t])
-        out[f"{p}agreement"] = float((pred == split.pred).mean())
+        same = pred == split.pred
+        out[f"{p}agreement"] = float(same.mean())
+        out[f"{p}agreement_confident"] = (None if split.margin is None else
+                                          float(same[split.margin >= np.median(split.margin)]
+                                                .mean()))
         out.update({f"{p}{m}": v for m, v in cluster_metrics(split.labels, pred).items()})
     return out
 
@@ -158,6 +172,13 @@ def write_outputs(run_dir: Path, ann: dict[str, float], rows: list[dict[str, Any
     plot_spiking(rows, run / SPIKING_PLOT)
 
 
+def _confident(row: dict[str, Any]) -> str:
+    """' (surer half a/b)' where the clusterer has a margin."""
+    if row.get("agreement_confident") is None:
+        return ""
+    return f" (surer half {row['agreement_confident']:.3f}/{row['val_agreement_confident']:.3f})"
+
+
 def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
     """The printed summary: the CNN, then one line per T."""
     lines = [f"CNN      ACC {ann['acc']:.3f} NMI {ann['nmi']:.3f} ARI {ann['ari']:.3f} | "
@@ -169,7 +190,8 @@ def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"T={r['timesteps']:<5d} ACC {r['acc']:.3f} NMI {r['nmi']:.3f} ARI {r['ari']:.3f} | "
             f"val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} ARI {r['val_ari']:.3f} | "
-            f"agree {r['agreement']:.3f}/{r['val_agreement']:.3f} | "
+            f"agree {r['agreement']:.3f}/{r['val_agreement']:.3f}"
+            f"{_confident(r)} | "
             f"SOPs {r['sops_per_image'] / 1e6:.2f}M | {r['energy_snn_uj']:.2f} uJ | "
             f"{r['seconds_per_image'] * 1e3:.2f} ms/image")
     return "\n".join(lines)

@@ -111,6 +111,9 @@ class IFRecord:
     """(images,) synaptic operations (accumulates caused by spikes) in the first T steps."""
     seconds: dict[int, float]
     """Wall time from the start of the batch (analog stage included) to the end of step T."""
+    layer_counts: dict[int, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
+    """With `simulate(..., every_layer=True)`: each spiking stage's spike counts after T steps
+    (converter.calibrate compares them with the CNN's activations)."""
 
 
 class SpikingNet:
@@ -216,9 +219,9 @@ class SpikingNet:
 
     @torch.no_grad()
     def simulate(self, x: torch.Tensor, timesteps: Sequence[int],
-                 dtype: torch.dtype = torch.float32) -> IFRecord:
+                 dtype: torch.dtype = torch.float32, every_layer: bool = False) -> IFRecord:
         """Run the batch x for max(timesteps) steps, recording at each T in timesteps, on x's
-        device."""
+        device; with `every_layer`, every stage's spike counts too."""
         start = time.perf_counter()
         marks, dev = set(timesteps), x.device
         stages = [(op, [p.to(dtype, dev) for p in post], fan.to(dev, dtype).flatten())
@@ -231,6 +234,7 @@ class SpikingNet:
         integrates = [k + 1 == len(stages) or stages[k + 1][0].kind == "maxgate"
                       for k in range(len(stages))]
         counts = torch.zeros(len(x), *self.shapes[-1], dtype=dtype, device=dev)
+        layers: list[torch.Tensor | int] = [0] * len(stages)
         sops = torch.zeros(len(x), dtype=torch.float64, device=dev)
         result = IFRecord({}, {}, {}, {})
         for t in range(1, max(marks) + 1):
@@ -244,9 +248,13 @@ class SpikingNet:
                     s = self._fire(k, op.threshold, inp, state)
                 if post:
                     sops += (s.flatten(1) @ fan).double()
+                if every_layer:
+                    layers[k] = layers[k] + s
                 inp = run_ops(post, s)
             counts += s
             if t in marks:
+                if every_layer:
+                    result.layer_counts[t] = [c.clone() for c in layers]
                 result.counts[t] = counts.clone()
                 result.charge[t] = charge[-1].clone()
                 result.sops[t] = sops.clone()

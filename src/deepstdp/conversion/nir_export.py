@@ -54,6 +54,9 @@ network converted with reset to zero and v_init 0. Otherwise metadata 'differenc
 changes: membranes start at 0, and reset by subtraction is NIR's reset to v_reset (Norse restores
 it with reset_method=reset_subtract; snnTorch 1.0 cannot). The STDP layer is left out (its LIF
 has v_leak != 0, which snnTorch refuses, and nirtorch 2.6 loops forever on a second output).
+
+sinabs: the nodes that Sinabs's `from_nir` maps; sinabs_from_nir sets up the imported IAF neurons
+as the network's (spike for spike). See sinabs_nodes below and docs/nir.md.
 """
 
 from __future__ import annotations
@@ -236,6 +239,97 @@ def _portable_differences(snn: SpikingNet, stdp: bool) -> str:
     return "; ".join(notes)
 
 
+# ------------------------------------------------------------------------ sinabs format
+
+SINABS_READER = (
+    "deepstdp.conversion.nir_export.sinabs_from_nir(graph, B), i.e. sinabs.from_nir(graph, "
+    "batch_size=B) and, in each sinabs.layers.IAFSqueeze, "
+    "spike_fn = sinabs.activation.SingleSpike, min_v_mem = None, "
+    "reset_fn = sinabs.activation.MembraneReset() when reset is 'zero', "
+    "v_mem = v_init * spike_threshold for the B samples; input (B * T, C, H, W), each "
+    "sample's T copies of the image in a row")
+
+
+def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Sinabs format: Input, Conv2d, IF, SumPool2d, Flatten, Affine and Output, the nodes that
+    Sinabs 2.0-3.1's `from_nir` maps (it lacks I, Threshold, Scale, AvgPool2d, Linear, CubaLIF).
+
+    - AvgPool2d becomes SumPool2d, its 1/k^2 moved into the next op: the IF layer's threshold
+      times k^2 (the pooling neurons), or the next Conv2d/Affine's weights / k^2. Exact on spikes
+      for k^2 a power of two (2x2 pooling).
+    - Each IF layer is a NIR IF whose v_threshold is the threshold rounded up by one float32
+      step: Sinabs spikes at v >= v_threshold, the network at v > threshold (the difference is
+      real: pooled spike counts hit the pooling neurons' threshold exactly).
+    Sinabs reads IF as its IAF: reset by subtraction, v from 0, floor(v / threshold) spikes per
+    step and v clipped at -threshold; sinabs_from_nir sets the network's neurons instead. Read
+    by NIR's definitions (reset to v_reset = 0), the file is the network with reset to zero and
+    membranes starting at 0, like the portable one.
+    """
+    nir = _nir()
+    _check_exportable(snn)
+    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
+    edges: list[tuple[str, str]] = []
+    last, shape, pooled = "input", snn.input_shape, 1.0  # pooled: the pending k^2 factors
+    for op, out_shape in zip(snn.ops, snn.shapes, strict=True):
+        if op.kind in ("conv", "linear"):
+            weight = _np(op.weight) / np.float32(pooled)
+            bias = np.zeros(len(weight), np.float32) if op.bias is None else _np(op.bias)
+            nodes[op.name] = (
+                nir.Affine(weight=weight, bias=bias) if op.kind == "linear" else
+                nir.Conv2d(input_shape=tuple(shape[1:]), weight=weight, stride=op.stride,
+                           padding=op.padding, dilation=1, groups=1, bias=bias))
+            pooled = 1.0
+        elif op.kind == "avgpool":
+            nodes[op.name] = nir.SumPool2d(kernel_size=np.array(op.kernel),
+                                           stride=np.array(op.stride), padding=np.zeros(2, int))
+            pooled *= float(np.prod(op.kernel))
+        elif op.kind == "flatten":
+            nodes[op.name] = nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0,
+                                         end_dim=-1)
+        else:
+            full = np.ones(out_shape, dtype=np.float32)
+            threshold = np.nextafter(np.float32(pooled * op.threshold), np.float32(np.inf))
+            nodes[op.name] = nir.IF(r=full, v_threshold=threshold * full, v_reset=0 * full)
+            pooled = 1.0
+        edges.append((last, op.name))
+        last, shape = op.name, out_shape
+    nodes["output"] = nir.Output(output_type={"output": np.array(shape)})
+    edges.append((last, "output"))
+    return nodes, edges
+
+
+def sinabs_from_nir(graph: Any, batch_size: int) -> nn.Module:
+    """Sinabs module that runs a sinabs-format graph as the network, for one batch of
+    `batch_size` samples: input (batch_size * T, C, H, W), each sample's T steps in a row;
+    returns (output spikes of the same layout, state). A new batch needs a new module.
+
+    sinabs.from_nir, then in each IAF layer the network's neurons: one spike per step
+    (SingleSpike, not Sinabs's default floor(v / threshold)), no floor on v (from_nir clips
+    it at -threshold), reset to zero if the metadata says so, and v starting at metadata
+    v_init * threshold.
+    """
+    try:
+        import sinabs
+    except ImportError:
+        raise DeepSTDPError("running a sinabs file needs Sinabs: pip install "
+                            "'deepstdp[nir-interop]'") from None
+    module = sinabs.from_nir(graph, batch_size=batch_size)
+    v_init = float(graph.metadata.get("v_init", 0.0))
+    for layer in module.modules():
+        if isinstance(layer, sinabs.layers.IAF):
+            layer.spike_fn, layer.min_v_mem = sinabs.activation.SingleSpike, None
+            if graph.metadata.get("reset") == "zero":
+                layer.reset_fn = sinabs.activation.MembraneReset()
+            threshold = layer.spike_threshold.detach()
+            layer.v_mem = (v_init * threshold).expand(batch_size, *threshold.shape).clone()
+    return module
+
+
+def _sinabs_differences(stdp: bool) -> str:
+    """What a sinabs file run by sinabs_from_nir changes about the network, '' when nothing."""
+    return "the STDP layer is left out" if stdp else ""
+
+
 def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
            metadata: dict[str, Any] | None = None, fmt: str = NIR_FORMATS[0]) -> Any:
     """The NIR graph of the converted CNN in format `fmt` (see NIR_FORMATS), plus the STDP layer
@@ -258,6 +352,10 @@ def to_nir(snn: SpikingNet, clusterer: Clusterer | None = None,
         nodes, edges = portable_nodes(snn)
         meta.update({"dt": PORTABLE_DT, "output_shape": "(features, 1, 1)",
                      "differences": _portable_differences(snn, stdp)})
+    elif fmt == "sinabs":
+        nodes, edges = sinabs_nodes(snn)
+        meta.update({"dt": 1.0, "reader": SINABS_READER,
+                     "differences": _sinabs_differences(stdp)})
     else:
         raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(NIR_FORMATS)}")
     return nir.NIRGraph(nodes=nodes, edges=edges, metadata={**meta, **(metadata or {})})
