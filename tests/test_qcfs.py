@@ -76,11 +76,11 @@ def test_one_if_layer_equals_qcfs_at_T_equal_L():
     res = snn.simulate(x, [3, levels], dtype=torch.float64)
     want = qcfs(conv.to(torch.float64)(x.double()), lam, levels)
     assert torch.allclose(res.counts[levels] / levels * lam, want)
-    assert torch.allclose(snn.features(res, levels), want)
+    assert torch.allclose(snn.features(res, levels, "count"), want)
     # The membrane readout decodes the integrated input: exact at any T for a constant input,
     # where 3 spike counts cannot express 9 levels.
     assert torch.allclose(snn.features(res, 3, "membrane"), want)
-    assert not torch.allclose(snn.features(res, 3), want)
+    assert not torch.allclose(snn.features(res, 3, "count"), want)
 
 
 def qcfs_net(x: torch.Tensor) -> ConvNet:

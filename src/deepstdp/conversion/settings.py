@@ -18,8 +18,10 @@ from deepstdp.util import DeepSTDPError, SettingError
 
 RESETS = ("subtract", "zero")
 """How an IF neuron's membrane resets after a spike."""
-READOUTS = ("count", "membrane")
-"""How the feature layer is read out (SpikingNet.features); the first is the default."""
+READOUTS = ("membrane", "count")
+"""How the feature layer is read out (SpikingNet.features); the first is the default. The
+membrane (the input the layer integrated) needs fewer steps than spike counts for the same
+agreement, with ReLU and QCFS networks alike (docs/conversion.md); it is 0.6's default."""
 NIR_FORMATS = ("exact", "portable", "sinabs")
 """The NIR export's formats (docs/nir.md); the first is the default."""
 
