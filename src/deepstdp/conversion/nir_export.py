@@ -103,12 +103,16 @@ def _check_exportable(snn: SpikingNet) -> None:
                                 "networks with average pooling can be exported")
 
 
-def cnn_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-    """Exact format: NIR nodes and edges of the converted CNN, from 'input' to 'output'."""
+def _start(snn: SpikingNet) -> tuple[Any, dict[str, Any], list[tuple[str, str]]]:
+    """The nir module, and a graph of the input node alone, for an exportable network."""
     nir = _nir()
     _check_exportable(snn)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
-    edges: list[tuple[str, str]] = []
+    return nir, {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}, []
+
+
+def cnn_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """Exact format: NIR nodes and edges of the converted CNN, from 'input' to 'output'."""
+    nir, nodes, edges = _start(snn)
     last, shape = "input", snn.input_shape
     for op, out_shape in zip(snn.ops, snn.shapes, strict=True):
         full = np.ones(out_shape, dtype=np.float32)
@@ -158,10 +162,7 @@ def _as_conv(op: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, Any, Any, Any
 
 def portable_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]]:
     """Portable format: the CNN as Input, Conv2d, CubaLIF and Output nodes only."""
-    nir = _nir()
-    _check_exportable(snn)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
-    edges: list[tuple[str, str]] = []
+    nir, nodes, edges = _start(snn)
     last, shape = "input", snn.input_shape
     for op in snn.ops:
         if op.kind == "flatten":
@@ -265,10 +266,7 @@ def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]
     by NIR's definitions (reset to v_reset = 0), the file is the network with reset to zero and
     membranes starting at 0, like the portable one.
     """
-    nir = _nir()
-    _check_exportable(snn)
-    nodes: dict[str, Any] = {"input": nir.Input(input_type={"input": np.array(snn.input_shape)})}
-    edges: list[tuple[str, str]] = []
+    nir, nodes, edges = _start(snn)
     last, shape, pooled = "input", snn.input_shape, 1.0  # pooled: the pending k^2 factors
     for op, out_shape in zip(snn.ops, snn.shapes, strict=True):
         if op.kind in ("conv", "linear"):
