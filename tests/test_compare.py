@@ -34,6 +34,10 @@ def test_summary_gains_and_iso_accuracy_speedup(tmp_path):
     assert s["stdp"]["final_val_acc"]["mean"] == pytest.approx(0.29)
     assert s["relative_acc_gain_pct"] == pytest.approx(50.0)
     assert s["absolute_acc_gain"] == pytest.approx(0.10)
+    # The last 5 epochs' mean (here all of them): 0.168 and 0.172 against 0.234 twice.
+    assert s["last_epochs"] == 5
+    assert s["kmeans"]["last_acc"] == pytest.approx({"mean": 0.17, "std": 0.002})
+    assert s["relative_acc_gain_pct_last"] == pytest.approx(100 * 0.064 / 0.17)
     assert s["iso_accuracy_target"] == pytest.approx(0.20)
     assert s["iso_accuracy_epoch"] == {"kmeans": 2, "stdp": 1}
     assert s["iso_accuracy_speedup_epochs"] == pytest.approx(2.0)

@@ -72,7 +72,7 @@ def test_deep_stdp_loop_checkpoints_the_spiking_layer_and_resumes_exactly(tmp_pa
     import torch
 
     stdp = dict(clusterer="stdp", stdp={"time": 100, "epochs": 1}, seed=2, align_pca=True,
-                **SMALL)
+                stdp_carry="continue", **SMALL)
     a = train(TrainConfig(epochs=2, **stdp), tmp_path / "a", quiet=True)
     assert a[-1]["acc"] > 0.3 and min(a[-1]["cluster_sizes"]) > 0
     # Carried over: per epoch (0-2) one online pass and the consolidation passes.
@@ -88,6 +88,22 @@ def test_deep_stdp_loop_checkpoints_the_spiking_layer_and_resumes_exactly(tmp_pa
     np.testing.assert_allclose(rotation @ rotation.T, np.eye(len(rotation)), atol=1e-8)
     assert not np.allclose(rotation, np.eye(len(rotation)))
 
+    train(TrainConfig(epochs=1, **stdp), tmp_path / "b", quiet=True)
+    b = train(TrainConfig(epochs=2, **stdp), tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(b) == strip_times(a)
+
+
+def test_targets_carry_refits_the_evaluated_layer_and_continues_the_targets(tmp_path):
+    import torch
+
+    stdp = dict(clusterer="stdp", stdp={"time": 100, "epochs": 1}, seed=2,
+                stdp_carry="targets", **SMALL)
+    a = train(TrainConfig(epochs=2, **stdp), tmp_path / "a", quiet=True)
+    ck = torch.load(tmp_path / "a" / "checkpoint.pt")
+    per_fit = 1 + STDPSettings().consolidation  # one online pass and the consolidation
+    assert ck["clusterer"]["targets"]["passes"] == 3 * per_fit  # epochs 0-2, carried
+    assert ck["clusterer"]["evaluated"]["passes"] == per_fit  # fitted at epoch 2 alone
+    assert a[-1]["stdp_passes"] == per_fit and min(a[-1]["cluster_sizes"]) > 0
     train(TrainConfig(epochs=1, **stdp), tmp_path / "b", quiet=True)
     b = train(TrainConfig(epochs=2, **stdp), tmp_path / "b", resume=True, quiet=True)
     assert strip_times(b) == strip_times(a)

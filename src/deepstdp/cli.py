@@ -267,6 +267,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for c in clusterers:
         s = summary[c]
         print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
+              f"  last {summary['last_epochs']} epochs {s['last_acc']['mean']:.3f}"
               f"  val ACC {s['final_val_acc']['mean']:.3f} ± {s['final_val_acc']['std']:.3f}")
         if "spiking" in summary:
             sp = summary["spiking"][c]

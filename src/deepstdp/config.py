@@ -22,7 +22,7 @@ SCHEDULES = ("cosine", "constant")
 ACTIVATIONS = ("relu", "qcfs")
 POOLS = ("max", "avg")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-CARRIES = ("continue", "fresh")
+CARRIES = ("continue", "targets", "fresh")
 KMEANS_BACKENDS = ("auto", "sklearn", "faiss")
 """The choices of the settings above, each in one tuple: the modules that implement a
 choice, the command line and RULES all read it from here (this module is light)."""
@@ -205,9 +205,12 @@ class TrainConfig:
     """Rotate each epoch's PCA basis onto the last epoch's (orthogonal Procrustes on the
     training embeddings), so that a spiking layer carried over meets its inputs in the basis it
     learnt them in. Distances are unchanged, so k-means is indifferent to it."""
-    stdp_carry: str = "continue"
-    """'continue': the spiking layer goes on from last epoch's weights (partial_fit);
-    'fresh': a new one each epoch."""
+    stdp_carry: str = "targets"
+    """'continue': the spiking layers go on from last epoch's weights (partial_fit);
+    'targets': the targets layer (k_train) goes on, the evaluated one (k) is fitted afresh
+    each epoch, so that the reported clustering does not lag the features (with k_train == k
+    they are one layer, which goes on; the default since 0.7, docs/learning.md rows 22-24);
+    'fresh': new ones each epoch."""
 
     # Targets and top layer
     head: str = "centroid"

@@ -203,11 +203,17 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
     if cfg.align_pca and last_pca is not None:
         pca.align_to(last_pca, emb)
     z = pca.transform(emb)
-    if last is not None and kind_of(cfg.clusterer).carries_state and cfg.stdp_carry == "continue":
+    carry = last is not None and kind_of(cfg.clusterer).carries_state
+    if carry and cfg.stdp_carry == "continue":
         for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
             c.partial_fit(z)
         return pca, last
     new = make_clusterings(cfg, k, k_train, epoch_seed(cfg.seed, epoch, 0) % 2**31)
+    if carry and cfg.stdp_carry == "targets" and last.targets is not last.evaluated:
+        # The targets layer goes on; the evaluated one meets today's features afresh.
+        last.targets.partial_fit(z)
+        new.evaluated.fit(z)
+        return pca, Clusterings(new.evaluated, last.targets)
     for c in dict.fromkeys(new):
         c.fit(z)
     return pca, new
