@@ -107,6 +107,9 @@ def test_targets_carry_refits_the_evaluated_layer_and_continues_the_targets(tmp_
     train(TrainConfig(epochs=1, **stdp), tmp_path / "b", quiet=True)
     b = train(TrainConfig(epochs=2, **stdp), tmp_path / "b", resume=True, quiet=True)
     assert strip_times(b) == strip_times(a)
+    # k_train == k: one layer evaluates and makes the targets, and it goes on.
+    one = train(TrainConfig(epochs=1, **{**stdp, "k_train": 10}), tmp_path / "c", quiet=True)
+    assert one[-1]["stdp_passes"] == 2 * per_fit
 
 
 def test_thread_count_survives_the_spiking_layer():

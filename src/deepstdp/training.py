@@ -204,12 +204,13 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
         pca.align_to(last_pca, emb)
     z = pca.transform(emb)
     carry = last is not None and kind_of(cfg.clusterer).carries_state
-    if carry and cfg.stdp_carry == "continue":
+    one_layer = last is not None and last.targets is last.evaluated
+    if carry and (cfg.stdp_carry == "continue" or cfg.stdp_carry == "targets" and one_layer):
         for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
             c.partial_fit(z)
         return pca, last
     new = make_clusterings(cfg, k, k_train, epoch_seed(cfg.seed, epoch, 0) % 2**31)
-    if carry and cfg.stdp_carry == "targets" and last.targets is not last.evaluated:
+    if carry and cfg.stdp_carry == "targets":
         # The targets layer goes on; the evaluated one meets today's features afresh.
         last.targets.partial_fit(z)
         new.evaluated.fit(z)
