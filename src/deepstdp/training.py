@@ -209,12 +209,14 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
         for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
             c.partial_fit(z)
         return pca, last
-    new = make_clusterings(cfg, k, k_train, epoch_seed(cfg.seed, epoch, 0) % 2**31)
+    seed = epoch_seed(cfg.seed, epoch, 0) % 2**31
     if carry and cfg.stdp_carry == "targets":
         # The targets layer goes on; the evaluated one meets today's features afresh.
         last.targets.partial_fit(z)
-        new.evaluated.fit(z)
-        return pca, Clusterings(new.evaluated, last.targets)
+        evaluated = make_clusterer(cfg, k, seed)
+        evaluated.fit(z)
+        return pca, Clusterings(evaluated, last.targets)
+    new = make_clusterings(cfg, k, k_train, seed)
     for c in dict.fromkeys(new):
         c.fit(z)
     return pca, new
