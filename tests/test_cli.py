@@ -222,6 +222,8 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
     from deepstdp.conversion.evaluation import evaluate_run
     from deepstdp.conversion.nir_export import export_run
     from deepstdp.conversion.settings import (
+        BINARY_POOLINGS,
+        CODINGS,
         NIR_FORMATS,
         READOUTS,
         RESETS,
@@ -238,9 +240,11 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
     functions = {"compare": run_all, "evaluate": evaluate_run, "export": export_run}
     choices = {**{name: rule.choices for name, rule in RULES.items() if rule.choices},
                "clusterer": registry.names(), "reset": RESETS, "readout": READOUTS,
-               "calibrate_readout": READOUTS, "format": NIR_FORMATS}
+               "calibrate_readout": READOUTS, "format": NIR_FORMATS, "coding": CODINGS,
+               "calibrate_coding": CODINGS, "spiking_coding": CODINGS,
+               "binary_pooling": BINARY_POOLINGS}
     check = SpikingCheck()
-    compare_check = {"spiking_timesteps": ",".join(map(str, check.timesteps)),
+    compare_check = {"spiking_timesteps": check.timesteps, "spiking_coding": check.coding,
                      "spiking_limit": check.limit}
     checked = 0
     for command, sub in commands.items():

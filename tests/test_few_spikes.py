@@ -91,7 +91,7 @@ def test_calibration_removes_the_mean_error_at_its_steps():
     snn = convert(model, x)
     want = analog_rates(snn, x)[-1]
     before = _feature_error(snn, x, want, 3)
-    calibrate(snn, x, 3, "membrane")
+    calibrate(snn, x, 3, "membrane", coding="synchronous")
     after = _feature_error(snn, x, want, 3)
     assert after < 0.5 * before
     assert snn.settings.calibrate_steps == 3

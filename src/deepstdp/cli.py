@@ -29,12 +29,16 @@ from deepstdp.config import (
 )
 from deepstdp.conversion.settings import (
     AGREEMENT,
+    BINARY_POOLINGS,
+    CODINGS,
     NIR_FORMATS,
     READOUTS,
     RESETS,
     SPIKING_TIMESTEPS,
+    TIMESTEPS,
     ConversionSettings,
     SpikingCheck,
+    check_timesteps,
 )
 from deepstdp.rundir import (
     CHECKPOINT,
@@ -130,6 +134,9 @@ def add_network_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--pool", choices=POOLS,
                    help="avg converts exactly to spiking neurons, max through a gate "
                         f"{default('pool')}")
+    g.add_argument("--pool-first", action=argparse.BooleanOptionalAction, default=None,
+                   help="average-pool each block before its ReLU, so the spiking network needs "
+                        f"no pooling neurons {default('pool_first')}")
     g.add_argument("--activation", choices=ACTIVATIONS,
                    help="qcfs: quantised, converts to spiking neurons in few steps "
                         f"(docs/conversion.md) {default('activation')}")
@@ -255,8 +262,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if args.spiking_limit < 1:
             raise DeepSTDPError(f"--spiking-limit must be at least 1 image, got "
                                 f"{args.spiking_limit}")
-        spiking = SpikingCheck(tuple(parse_timesteps(args.spiking_timesteps)),
-                               args.spiking_limit, threads=cfg.threads)
+        steps = args.spiking_timesteps
+        spiking = SpikingCheck(tuple(parse_timesteps(steps)) if steps else None,
+                               args.spiking_limit, coding=args.spiking_coding,
+                               threads=cfg.threads)
+        spiking.validate()
     out = Path(args.out)
     if not args.report_only:
         run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
@@ -365,10 +375,14 @@ def cmd_convert(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from deepstdp.conversion.evaluation import evaluate_run, format_rows, parse_timesteps
 
-    steps = parse_timesteps(args.timesteps) if args.spiking else None
+    steps = None
+    if args.spiking:
+        steps = (parse_timesteps(args.timesteps) if args.timesteps
+                 else list(TIMESTEPS[args.coding]))
+        check_timesteps(steps, args.coding)
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
                        threads=args.threads, progress=not args.quiet, readout=args.readout,
-                       device=args.device)
+                       device=args.device, coding=args.coding)
     print(format_rows(res["ann"], res["rows"]))
     if steps:
         print(f"wrote {args.run_dir}/{SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
@@ -412,6 +426,10 @@ def add_conversion_parsers(sub: Any) -> None:
     c.add_argument("--pool-neurons", action=argparse.BooleanOptionalAction, default=None,
                    help="IF neurons after each pooling, so that the next layer's fan-out is "
                         f"paid once per pooled cell {conversion_default('pool_neurons')}")
+    c.add_argument("--binary-pooling", choices=BINARY_POOLINGS,
+                   help="in the binary code a pooling neuron rounds the pooled mean to its "
+                        "layer's levels, or passes it on exactly in 2 more steps "
+                        f"{conversion_default('binary_pooling')}")
     c.add_argument("--calib-images", type=int,
                    help="training images the thresholds are measured on "
                         f"{conversion_default('calib_images')}")
@@ -421,6 +439,9 @@ def add_conversion_parsers(sub: Any) -> None:
     c.add_argument("--readout", choices=READOUTS, dest="calibrate_readout",
                    help="the readout the calibration matches "
                         f"{conversion_default('calibrate_readout')}")
+    c.add_argument("--coding", choices=CODINGS, dest="calibrate_coding",
+                   help="the coding the calibration simulates (evaluate's --coding) "
+                        f"{conversion_default('calibrate_coding')}")
     c.add_argument("--threads", type=int, help="unless given: all cores")
     c.add_argument("--quiet", action="store_true")
     c.set_defaults(func=cmd_convert)
@@ -430,8 +451,15 @@ def add_conversion_parsers(sub: Any) -> None:
     e.add_argument("--spiking", action="store_true",
                    help="also simulate the converted network (converting it if needed) and "
                         f"write {SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
-    e.add_argument("--timesteps", default="16,32,64,128,256",
-                   help="simulation lengths T, all in one run (default %(default)s)")
+    e.add_argument("--coding", choices=CODINGS, default=CODINGS[0],
+                   help="binary: layer by layer, a spike at step j of a layer's T weighing "
+                        "2^(T-1-j); layered: layer by layer, rate code; synchronous: all "
+                        "layers step together, rate code (docs/conversion.md) "
+                        "(default %(default)s)")
+    e.add_argument("--timesteps",
+                   help="simulation lengths T (per layer, layer by layer) (default: "
+                        + "; ".join(f"{c} {','.join(map(str, t))}" for c, t in TIMESTEPS.items())
+                        + ")")
     e.add_argument("--readout", choices=READOUTS, default=READOUTS[0],
                    help="features from the feature layer's spike counts or from the input it "
                         "integrated (docs/conversion.md) (default %(default)s)")
@@ -492,8 +520,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--spiking", action=argparse.BooleanOptionalAction, default=True,
                    help="convert each final CNN to spiking neurons and report its smallest T "
                         f"with agreement >= {AGREEMENT}, SOPs and energy (default on)")
-    c.add_argument("--spiking-timesteps", default=",".join(map(str, SPIKING_TIMESTEPS)),
-                   help="steps simulated for it (default %(default)s)")
+    c.add_argument("--spiking-coding", choices=CODINGS, default=SpikingCheck.coding,
+                   help="how its spikes code and travel, as evaluate's --coding "
+                        "(default %(default)s)")
+    c.add_argument("--spiking-timesteps",
+                   help="steps simulated for it (default: " + "; ".join(
+                       f"{c} {','.join(map(str, t))}" for c, t in SPIKING_TIMESTEPS.items())
+                   + ")")
     c.add_argument("--spiking-limit", type=int, default=SpikingCheck.limit,
                    help="images per split it simulates (default %(default)s)")
     c.add_argument("--quiet", action="store_true",
@@ -531,7 +564,8 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-RENAMED = {"calibrate_steps": "--calibrate", "calibrate_readout": "--readout"}
+RENAMED = {"calibrate_steps": "--calibrate", "calibrate_readout": "--readout",
+           "calibrate_coding": "--coding"}
 """Options named otherwise than their setting (convert's)."""
 
 

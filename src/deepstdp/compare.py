@@ -190,13 +190,15 @@ def spiking_summary(out: Path, clusterers: list[str], seeds: list[int],
 
     keys = ("timesteps", "agreement", "val_agreement", "agreement_confident", "sops_per_mac",
             "energy_snn_uj", "energy_ann_uj")
-    res: dict[str, Any] = {"readout": check.readout, "target_agreement": AGREEMENT,
+    res: dict[str, Any] = {"readout": check.readout, "coding": check.coding,
+                           "target_agreement": AGREEMENT,
                            "images_per_split": check.limit}
     for c in clusterers:
         picked = []
         for s in seeds:
-            rows = evaluate_run(run_dir(out, c, s), check.timesteps, limit=check.limit,
-                                threads=check.threads, readout=check.readout)["rows"]
+            rows = evaluate_run(run_dir(out, c, s), check.steps, limit=check.limit,
+                                threads=check.threads, readout=check.readout,
+                                coding=check.coding)["rows"]
             row = next((r for r in rows if r["agreement"] >= AGREEMENT), rows[-1])
             picked.append({**row, "sops_per_mac": row["sops_per_image"] / row["macs_per_image"],
                            "reached": row["agreement"] >= AGREEMENT})

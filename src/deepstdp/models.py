@@ -64,7 +64,8 @@ class ConvNet(nn.Module):
     either a fresh linear layer (`reset_top`, DeepCluster) or fixed cluster centroids
     (`set_prototypes`, DeepCluster-v2). Every nonlinearity is `activation`: 'relu', or 'qcfs'
     (activations.QCFS with `qcfs_levels` levels), which converts to spiking neurons in few steps,
-    comes after its block's average pooling, and has BatchNorm with a warm start.
+    comes after its block's average pooling, and has BatchNorm with a warm start. With
+    `pool_first` a ReLU too comes after its block's average pooling.
     """
 
     def __init__(
@@ -79,6 +80,7 @@ class ConvNet(nn.Module):
         proj_dim: int = 0,
         activation: str = "relu",
         qcfs_levels: int = 8,
+        pool_first: bool = False,
     ):
         super().__init__()
         if pool not in POOLS:
@@ -91,11 +93,12 @@ class ConvNet(nn.Module):
                           else (nn.BatchNorm1d, nn.BatchNorm2d))
         for w in parse_widths(widths):
             if w == "M":
-                # QCFS average-pools its block's (BatchNorm-ed) input rather than its output, so
-                # that every spiking layer of the converted network is a trained QCFS (no
-                # pooling neurons, whose extra quantisation and delay cost QCFS its few steps).
-                # Max pooling commutes with the monotone QCFS: either order is the same network.
-                first = qcfs and pool == "avg" and layers
+                # Average pooling of the block's (BatchNorm-ed) input rather than its output
+                # (always for QCFS, for ReLU with `pool_first`), so that every spiking layer of
+                # the converted network sits on a pooled map (no pooling neurons, whose extra
+                # rounding and delay cost the conversion its few steps). Max pooling commutes
+                # with the monotone activations: either order is the same network.
+                first = (qcfs or pool_first) and pool == "avg" and layers
                 at = len(layers) - 1 if first else len(layers)
                 layers.insert(at, nn.MaxPool2d(2) if pool == "max" else nn.AvgPool2d(2))
             else:
@@ -126,7 +129,8 @@ class ConvNet(nn.Module):
         """The network a run's settings describe (the one place that maps them)."""
         return cls(in_channels, n_clusters, widths=cfg.widths, feat_dim=cfg.feat_dim,
                    sobel=cfg.sobel, pool=cfg.pool, dropout=cfg.dropout, proj_dim=cfg.proj_dim,
-                   activation=cfg.activation, qcfs_levels=cfg.qcfs_levels)
+                   activation=cfg.activation, qcfs_levels=cfg.qcfs_levels,
+                   pool_first=cfg.pool_first)
 
     def reset_top(self, n_clusters: int) -> None:
         """Fresh top layer: DeepCluster re-initialises it because cluster ids permute each epoch."""

@@ -118,7 +118,8 @@ def _spiking_lines(spiking: dict[str, Any] | None, names: list[str]) -> list[str
             ("energy CNN (uJ)", "energy_ann_uj")]
     images = spiking["images_per_split"]
     lines = ["", f"Spiking networks (each final CNN converted; {images or 'all'} images per "
-             f"split; {READOUT_NAMES[spiking['readout']]} readout; T is each run's smallest "
+             f"split; {READOUT_NAMES[spiking['readout']]} readout; "
+             f"{CODING_NAMES[spiking.get('coding', 'synchronous')]}; T is each run's smallest "
              f"with train agreement >= {spiking['target_agreement']}):", "",
              "| spiking | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, key in rows:
@@ -205,6 +206,9 @@ def plot_spiking(rows: list[dict[str, Any]], path: str | Path) -> None:
 
 
 READOUT_NAMES = {"count": "spike counts", "membrane": "integrated input"}
+CODING_NAMES = {"binary": "binary code, layer by layer (T steps per layer, 2^T - 1 levels)",
+                "layered": "rate code, layer by layer (T steps per layer, T levels)",
+                "synchronous": "rate code, all layers stepping together (T steps)"}
 
 
 def _surer(row: dict[str, Any]) -> str:
@@ -224,9 +228,10 @@ def spiking_markdown(ann: dict[str, float], rows: list[dict[str, Any]], pj_per_m
     lines = [
         "# Spiking evaluation", "",
         f"{first['images_train']} train and {first['images_val']} val images; simulated on "
-        f"{first['threads']} thread(s); features read out from the feature layer's "
-        f"{READOUT_NAMES[first['readout']]}. CNN: {first['macs_per_image'] / 1e6:.2f} M MACs per "
-        f"image ({first['input_macs_per_image'] / 1e6:.2f} M in the analog input stage). "
+        f"{first['threads']} thread(s); {CODING_NAMES[first.get('coding', 'synchronous')]}; "
+        f"features read out from the feature layer's {READOUT_NAMES[first['readout']]}. "
+        f"CNN: {first['macs_per_image'] / 1e6:.2f} M MACs per image "
+        f"({first['input_macs_per_image'] / 1e6:.2f} M in the analog input stage). "
         f"Energy at 45 nm (Horowitz, ISSCC 2014): {pj_per_mac} pJ per MAC, {pj_per_ac} pJ per "
         "accumulate; the SNN's includes its analog stage and one add per step for each neuron "
         "with a constant input.", "",

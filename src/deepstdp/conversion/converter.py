@@ -38,7 +38,7 @@ from torch import nn
 from deepstdp import __version__
 from deepstdp.activations import QCFS, qcfs
 from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet, run_ops
-from deepstdp.conversion.settings import READOUTS, ConversionSettings
+from deepstdp.conversion.settings import CODINGS, READOUTS, ConversionSettings
 from deepstdp.data import Data
 from deepstdp.models import ConvNet, Sobel
 from deepstdp.rundir import SPIKING_NET, RunDir, checkpoint_digest, load_checkpoint
@@ -224,7 +224,8 @@ def convert(model: ConvNet, x_calib: torch.Tensor,
     snn = SpikingNet(out, x_calib.shape[1:],
                      dataclasses.replace(settings, calib_images=len(x_calib)))
     if settings.calibrate_steps:
-        calibrate(snn, x_calib, settings.calibrate_steps, settings.calibrate_readout)
+        calibrate(snn, x_calib, settings.calibrate_steps, settings.calibrate_readout,
+                  coding=settings.calibrate_coding)
     return snn
 
 
@@ -262,7 +263,7 @@ def _feeding_bias(snn: SpikingNet, k: int) -> Op | None:
 
 @torch.no_grad()
 def calibrate(snn: SpikingNet, x: torch.Tensor, steps: int, readout: str = READOUTS[0],
-              batch: int = 256) -> SpikingNet:
+              batch: int = 256, coding: str = CODINGS[0]) -> SpikingNet:
     """Bias calibration for `steps` steps (Li et al. 2021, "A free lunch from ANN: towards
     efficient, accurate spiking neural networks calibration"), in place.
 
@@ -287,15 +288,15 @@ def calibrate(snn: SpikingNet, x: torch.Tensor, steps: int, readout: str = READO
             continue
         got = 0.0
         for b in batches:
-            res = snn.simulate(b, [steps], every_layer=True)
+            res = snn.simulate(b, [steps], every_layer=True, coding=coding)
             rate = (snn.features(res, steps, readout) / op.threshold if k == last
-                    else res.layer_counts[steps][k] / steps)
+                    else res.layer_counts[steps][k] / res.levels[steps])
             got = got + _channel_sums([rate])[0]
         delta = (target[k] - got) / len(x) * op.threshold
         bias = torch.zeros(len(delta)) if feeding.bias is None else feeding.bias
         feeding.bias = bias + delta.to(bias.dtype)
     snn.settings = dataclasses.replace(snn.settings, calibrate_steps=steps,
-                                       calibrate_readout=readout)
+                                       calibrate_readout=readout, calibrate_coding=coding)
     return snn
 
 

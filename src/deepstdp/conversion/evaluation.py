@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deepstdp.conversion.converter import load_spiking, spread
 from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, SpikingNet
-from deepstdp.conversion.settings import READOUTS
+from deepstdp.conversion.settings import CODINGS, READOUTS
 from deepstdp.metrics import cluster_metrics
 from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
 from deepstdp.threads import pinned
@@ -37,15 +37,15 @@ def parse_timesteps(text: str) -> list[int]:
 
 def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
                      batch: int = 256, progress: bool = False, desc: str = "spiking",
-                     readout: str = READOUTS[0]
+                     readout: str = READOUTS[0], coding: str = CODINGS[0]
                      ) -> tuple[dict[int, np.ndarray], dict[int, float], dict[int, float]]:
     """Feature activations decoded by `readout` (SpikingNet.features), and the mean SOPs and
-    simulation seconds per image, at each T."""
+    simulation seconds per image, at each T, with spikes propagated by `coding`."""
     feats: dict[int, list[torch.Tensor]] = {t: [] for t in timesteps}
     sops = {t: 0.0 for t in timesteps}
     seconds = {t: 0.0 for t in timesteps}
     for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
-        res = snn.simulate(x[i:i + batch], timesteps)
+        res = snn.simulate(x[i:i + batch], timesteps, coding=coding)
         for t in timesteps:
             feats[t].append(snn.features(res, t, readout))
             sops[t] += float(res.sops[t].sum())
@@ -58,7 +58,7 @@ def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
 def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                  limit: int | None = None, batch: int = 256, threads: int | None = None,
                  progress: bool = False, readout: str = READOUTS[0],
-                 device: str = "auto") -> dict[str, Any]:
+                 device: str = "auto", coding: str = CODINGS[0]) -> dict[str, Any]:
     """The CNN pipeline's metrics and, with `timesteps`, the spiking pipeline's at each T.
 
     With timesteps, writes RUN_DIR/spiking.json (one object per T), spiking.md (the table) and
@@ -76,6 +76,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         raise DeepSTDPError(f"batch must be at least 1, got {batch}")
     if readout not in READOUTS:
         raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
+    if coding not in CODINGS:
+        raise DeepSTDPError(f"unknown coding {coding!r}: use "
+                            f"{' or '.join(CODINGS)}")
     dev = resolve(device)
     with pinned(threads) as n_threads:
         run = load_run(run_dir)
@@ -106,8 +109,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
             return {"ann": ann, "rows": []}
         snn = load_spiking(run_dir, progress)
         for name, split in splits.items():
-            split.simulate(snn, timesteps, batch, progress, name, readout)
-        rows = [{"timesteps": t, "readout": readout, **_spiking_metrics(splits, t, cluster),
+            split.simulate(snn, timesteps, batch, progress, name, readout, coding)
+        rows = [{"timesteps": t, "readout": readout, "coding": coding,
+                 **_spiking_metrics(splits, t, cluster),
                  **snn.costs(_per_image(splits, "sops", t), t),
                  "seconds_per_image": _per_image(splits, "seconds", t), "threads": n_threads,
                  **{f"ann_{m}": v for m, v in ann.items()},
@@ -132,9 +136,9 @@ class Split:
     seconds: dict[int, float] = field(default_factory=dict)
 
     def simulate(self, snn: SpikingNet, timesteps: Sequence[int], batch: int, progress: bool,
-                 name: str, readout: str) -> None:
+                 name: str, readout: str, coding: str) -> None:
         self.features, self.sops, self.seconds = spiking_features(
-            snn, self.x, timesteps, batch, progress, f"spiking {name}", readout)
+            snn, self.x, timesteps, batch, progress, f"spiking {name}", readout, coding)
 
 
 def _spiking_metrics(splits: dict[str, Split], t: int,
@@ -186,6 +190,9 @@ def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
     if rows:
         lines[0] += (f" | MACs {rows[0]['macs_per_image'] / 1e6:.2f}M "
                      f"{rows[0]['energy_ann_uj']:.2f} uJ")
+    if rows:
+        lines.append(f"spiking: {rows[0].get('coding', 'synchronous')} coding, "
+                     f"{rows[0]['readout']} readout")
     for r in rows:
         lines.append(
             f"T={r['timesteps']:<5d} ACC {r['acc']:.3f} NMI {r['nmi']:.3f} ARI {r['ari']:.3f} | "

@@ -1,7 +1,10 @@
 """The converted network as integrate-and-fire (IF) neurons: simulation and its costs.
 
-Discrete time: every layer updates once per step, and a spike reaches the next layer in the same
-step. The ops before the first IF layer are the analog input stage, computed once per image;
+Discrete time, in one of three codings (settings.CODINGS): synchronous, every layer updates once
+per step and a spike reaches the next layer in the same step; layered and binary, each layer
+integrates its input's whole window of T steps, then fires for T steps (simulate_layered), every
+spike weighing the same (layered) or the spike at step j weighing 2^(T-1-j) (binary). The ops
+before the first IF layer are the analog input stage, computed once per image;
 after it every op acts on spikes (weights already scaled by the threshold of the layer that
 feeds them, so a spike is a unit event). docs/conversion.md explains the choices and the cost
 model (synaptic operations, MACs, energy).
@@ -10,6 +13,7 @@ model (synaptic operations, MACs, energy).
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +24,12 @@ import torch
 from torch.nn import functional as F
 
 from deepstdp.activations import qcfs
-from deepstdp.conversion.settings import READOUTS, ConversionSettings
+from deepstdp.conversion.settings import (
+    CODINGS,
+    READOUTS,
+    ConversionSettings,
+    check_timesteps,
+)
 from deepstdp.util import DeepSTDPError
 
 PJ_PER_MAC = 4.6
@@ -103,7 +112,8 @@ class IFRecord:
     layer's record of one presentation is stdp.estimator.PresentationTrace)."""
 
     counts: dict[int, torch.Tensor]
-    """(images, features) spike counts of the feature layer after T steps."""
+    """(images, features) spike counts of the feature layer after T steps (layer by layer:
+    its levels, the spikes weighted)."""
     charge: dict[int, torch.Tensor]
     """(images, features) input the feature layer integrated in T steps (its membrane potential
     plus the charge its spikes took away, less the starting potential)."""
@@ -111,9 +121,12 @@ class IFRecord:
     """(images,) synaptic operations (accumulates caused by spikes) in the first T steps."""
     seconds: dict[int, float]
     """Wall time from the start of the batch (analog stage included) to the end of step T."""
+    levels: dict[int, int] = dataclasses.field(default_factory=dict)
+    """The levels a window of T steps expresses: T for a rate code, 2^T - 1 for the binary
+    one; `counts` / levels is the rate in spikes per level step."""
     layer_counts: dict[int, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
-    """With `simulate(..., every_layer=True)`: each spiking stage's spike counts after T steps
-    (converter.calibrate compares them with the CNN's activations)."""
+    """With `simulate(..., every_layer=True)`: each spiking stage's spike counts (levels) after
+    T steps (converter.calibrate compares them with the CNN's activations)."""
 
 
 class SpikingNet:
@@ -134,6 +147,12 @@ class SpikingNet:
         self.shapes = self._shapes()
         self.fanouts = [self._fanout(post, self.shapes[i]) for i, post in
                         zip(spiking, (post for _, post in self.stages), strict=True)]
+        # Pooling neurons (converter.convert): IF neurons fed by another IF layer's spikes
+        # through average pooling alone; each averages `pooled` cells.
+        self.pooled = [0] + [
+            int(np.prod([p.kernel[0] * p.kernel[1] for p in post]))
+            if post and all(p.kind == "avgpool" for p in post) and op.kind == "if" else 0
+            for (op, _), (_, post) in zip(self.stages[1:], self.stages[:-1], strict=True)]
 
     @property
     def feature_threshold(self) -> float:
@@ -148,10 +167,11 @@ class SpikingNet:
         lost, which matters at small T.
         """
         op = self.stages[-1][0]
+        levels = result.levels.get(t, t)
         if readout == "count":
-            return result.counts[t] / t * op.threshold
+            return result.counts[t] / levels * op.threshold
         if readout == "membrane":
-            mean = result.charge[t] / t
+            mean = result.charge[t] / levels
             if op.levels:
                 return qcfs(mean, op.threshold, op.levels)
             return mean.clamp(0, op.threshold)
@@ -219,9 +239,19 @@ class SpikingNet:
 
     @torch.no_grad()
     def simulate(self, x: torch.Tensor, timesteps: Sequence[int],
-                 dtype: torch.dtype = torch.float32, every_layer: bool = False) -> IFRecord:
+                 dtype: torch.dtype = torch.float32, every_layer: bool = False,
+                 coding: str = "synchronous") -> IFRecord:
         """Run the batch x for max(timesteps) steps, recording at each T in timesteps, on x's
-        device; with `every_layer`, every stage's spike counts too."""
+        device; with `every_layer`, every stage's spike counts too.
+
+        `coding` (settings.CODINGS) 'synchronous': every layer updates once per step and a
+        spike reaches the next layer in the same step. 'layered' and 'binary': layer by layer
+        (simulate_layered).
+        """
+        if coding in ("layered", "binary"):
+            return self.simulate_layered(x, timesteps, dtype, every_layer, coding == "binary")
+        if coding != "synchronous":
+            raise DeepSTDPError(f"unknown coding {coding!r}: use {' or '.join(CODINGS)}")
         start = time.perf_counter()
         marks, dev = set(timesteps), x.device
         stages = [(op, [p.to(dtype, dev) for p in post], fan.to(dev, dtype).flatten())
@@ -256,12 +286,112 @@ class SpikingNet:
                 if every_layer:
                     result.layer_counts[t] = [c.clone() for c in layers]
                 result.counts[t] = counts.clone()
+                result.levels[t] = t
                 result.charge[t] = charge[-1].clone()
                 result.sops[t] = sops.clone()
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 result.seconds[t] = time.perf_counter() - start
         return result
+
+    @torch.no_grad()
+    def simulate_layered(self, x: torch.Tensor, timesteps: Sequence[int],
+                         dtype: torch.dtype = torch.float32, every_layer: bool = False,
+                         binary: bool = False) -> IFRecord:
+        """Layer by layer: each IF layer first integrates the input of its whole window of T
+        steps without firing (the previous layer's spikes, its bias), then fires for T steps
+        on the charge it holds, with no further input.
+
+        A spike's arrival time within the window then no longer matters, so the unevenness
+        error of synchronous propagation (a neuron that fires on early input which later input
+        would have cancelled) is gone. With reset by subtraction and the half-threshold start,
+        an IF layer's output is its mean input over the window rounded to one of `levels`
+        steps of threshold / levels (ties down), clipped: the QCFS activation with `levels`
+        levels, exactly. Rate code (`binary` False): every spike weighs the same, levels = T.
+        Binary code (Stoeckl & Maass 2021's few-spikes neurons, Kim et al. 2018's weighted
+        spikes, in their binary form): the threshold halves at each step of the firing window
+        and a spike at step j weighs 2^(T-1-j) at its synapses, so the spikes are the binary
+        digits of the level, levels = 2^T - 1, and at most T spikes express it. The price is
+        latency: T steps per IF layer for one image (a pipeline takes a new image every T
+        steps). Pooling neurons round ties down in the rate code and code the pooled mean as
+        settings.binary_pooling says in the binary one (_binary_pooling). Each T is a run of
+        its own (`seconds`: the analog stage and that run); SOPs
+        count every spike's fan-out, as in `simulate`; `counts` and `layer_counts` hold the
+        levels (weighted spike counts).
+        """
+        check_timesteps(timesteps, "binary" if binary else "layered")
+        start, dev = time.perf_counter(), x.device
+        current = run_ops([op.to(dtype, dev) for op in self.analog], x.to(dtype))
+        result = IFRecord({}, {}, {}, {})
+        analog = time.perf_counter() - start
+        for t in sorted(set(timesteps)):
+            begin = time.perf_counter()
+            levels = 2**t - 1 if binary else t
+            inp = current * levels  # the analog current over the window, in levels' units
+            sops = torch.zeros(len(x), dtype=torch.float64, device=dev)
+            layers: list[torch.Tensor] = []
+            charge = level = spikes = inp  # a gate always follows an IF layer, which sets them
+            for (op, post), fan, pooled in zip(self.stages, self.fanouts, self.pooled,
+                                               strict=True):
+                if op.kind == "maxgate":  # the winner is the neuron that integrated the most
+                    level, spikes = max_gate(charge, level, op), max_gate(charge, spikes, op)
+                elif pooled and binary:
+                    charge = inp
+                    level, spikes = self._binary_pooling(op.threshold, inp, t, pooled)
+                else:
+                    charge = inp
+                    level, spikes = self._fire_window(op.threshold, inp, t, binary)
+                if post:
+                    sops += (spikes.flatten(1) @ fan.to(dev, dtype).flatten()).double()
+                layers.append(level)
+                inp = level
+                for p in post:  # linear ops of the levels; a bias adds once per level step
+                    p = p.to(dtype, dev)
+                    inp = p(inp) if p.bias is None else p(inp) + (levels - 1) * _bias_map(p, inp)
+            result.counts[t], result.charge[t], result.levels[t] = level, charge, levels
+            result.sops[t] = sops
+            if every_layer:
+                result.layer_counts[t] = layers
+            if dev.type == "cuda":
+                torch.cuda.synchronize(dev)
+            result.seconds[t] = analog + time.perf_counter() - begin
+        return result
+
+    def _binary_pooling(self, threshold: float, charge: torch.Tensor, steps: int,
+                        pooled: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooling neurons in the binary code: the level and spike count of each pooled cell's
+        mean of `pooled` levels, a multiple of 1 / pooled.
+
+        'exact' (settings.binary_pooling): with that unit and ceil(log2(pooled)) more steps the
+        code passes the mean on as it is. 'rounded': in the layer's own `steps`, rounded to a
+        level; a tie (half a level, for an even `pooled`) would always round down (a neuron
+        fires above its threshold, not at it), biasing every pooled map by about -1/8 of a
+        level for 2x2 pooling, so a checkerboard of initial membranes, +-1/(2 * pooled) of a
+        level, sends half the ties up and leaves every other value's rounding as it is.
+        """
+        if self.settings.binary_pooling == "exact":
+            extra = math.ceil(math.log2(pooled))
+            level, spikes = self._fire_window(threshold / pooled, charge, steps + extra, True)
+            return level / pooled, spikes
+        return self._fire_window(threshold, charge + _checkerboard(charge) * threshold
+                                 / (2 * pooled), steps, True)
+
+    def _fire_window(self, threshold: float, charge: torch.Tensor, steps: int,
+                     binary: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The level (spikes weighted by their step's weight) and the spike count of IF
+        neurons that fire for `steps` steps on a held `charge` (in units of threshold / levels
+        per level) with no input: the neuron of `_fire`, stepped, with a threshold that halves
+        each step (from 2^(steps-1) units) in the binary code, or stays at one unit."""
+        unit = threshold  # the charge a level stands for
+        v = self.v_init * unit + charge
+        level, spikes = torch.zeros_like(v), torch.zeros_like(v)
+        for j in range(steps):
+            weight = 2.0 ** (steps - 1 - j) if binary else 1.0
+            s = (v > weight * unit).to(v.dtype)
+            v = v - weight * unit * s if self.reset == "subtract" else v * (1 - s)
+            level += weight * s
+            spikes += s
+        return level, spikes
 
     def _fire(self, k: int, threshold: float, inp: torch.Tensor,
               v: list[torch.Tensor | None]) -> torch.Tensor:
@@ -280,3 +410,18 @@ class SpikingNet:
         ops = [Op(**{**d, "stride": tuple(d["stride"]), "padding": tuple(d["padding"]),
                      "kernel": tuple(d["kernel"])}) for d in state["ops"]]
         return cls(ops, state["input_shape"], ConversionSettings.from_dict(state["settings"]))
+
+
+def _checkerboard(x: torch.Tensor) -> torch.Tensor:
+    """+1 and -1 alternating over x's positions (rows and columns of a map, or features)."""
+    if x.dim() == 4:
+        h, w = x.shape[-2:]
+        idx = torch.arange(h, device=x.device)[:, None] + torch.arange(w, device=x.device)
+    else:
+        idx = torch.arange(x.shape[-1], device=x.device)
+    return (idx % 2 * 2 - 1).to(x.dtype)
+
+
+def _bias_map(op: Op, out: torch.Tensor) -> torch.Tensor:
+    """op's bias, shaped to broadcast over its output `out`."""
+    return op.bias.reshape(1, -1, *([1] * (out.dim() - 2)))

@@ -22,6 +22,22 @@ READOUTS = ("membrane", "count")
 """How the feature layer is read out (SpikingNet.features); the first is the default. The
 membrane (the input the layer integrated) needs fewer steps than spike counts for the same
 agreement, with ReLU and QCFS networks alike (docs/conversion.md); it is 0.6's default."""
+CODINGS = ("binary", "layered", "synchronous")
+"""How the converted network's spikes code activations and travel through its layers
+(SpikingNet.simulate); the first is the default. 'binary': layer by layer (each layer
+integrates its input's whole window of T steps, then fires), a spike at step j of the window
+weighing 2^(T-1-j), so T steps express 2^T - 1 levels; 'layered': layer by layer, every spike
+weighing the same (T levels); 'synchronous': every layer steps at once and a spike reaches the
+next layer in the same step (T levels, the rate code of deepstdp 0.7 and before)."""
+MAX_BINARY_STEPS = 16
+"""The binary code's longest window: 2^16 - 1 levels are already finer than any rate code
+simulated here, and float32 resolves no more."""
+TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8), "layered": (2, 4, 8, 16, 32, 64),
+             "synchronous": (16, 32, 64, 128, 256)}
+"""The steps `evaluate --spiking` simulates unless told, per coding."""
+BINARY_POOLINGS = ("rounded", "exact")
+"""How a pooling neuron codes the pooled mean in the binary code
+(ConversionSettings.binary_pooling); the first is the default."""
 NIR_FORMATS = ("exact", "portable", "sinabs")
 """The NIR export's formats (docs/nir.md); the first is the default."""
 
@@ -33,7 +49,9 @@ class ConversionSettings:
     percentile: float = 99.9
     """A ReLU layer's threshold: this percentile of its positive activations on the
     calibration images (threshold balancing; the maximum lets a few outliers slow every other
-    neuron). A QCFS layer keeps its trained threshold."""
+    neuron). A QCFS layer keeps its trained threshold. In the binary code (docs/conversion.md)
+    99.99 costs a tenth fewer SOPs per step but needs a step more on the Tiny ImageNet subset;
+    a network without pooling neurons (`pool_first`) converts in 3 steps at either."""
     reset: str = "subtract"
     """'subtract': a spike takes the threshold off the membrane, keeping the charge above it;
     'zero': the classic reset, which loses that charge."""
@@ -43,6 +61,13 @@ class ConversionSettings:
     pool_neurons: bool = True
     """IF neurons of threshold one after each average pooling of spikes, so that the next
     layer's fan-out is paid once per pooled cell rather than once per input neuron."""
+    binary_pooling: str = BINARY_POOLINGS[0]
+    """How a pooling neuron codes the pooled mean in the binary code (BINARY_POOLINGS):
+    'rounded' to its layer's 2^T - 1 levels in the same T steps, ties split by a checkerboard
+    of initial membranes; 'exact', in ceil(log2 k) more steps for k pooled cells (2 for 2x2),
+    at a finer unit. At the smallest T with agreement >= 0.95 rounded costs fewer SOPs
+    (digits: T = 4 at 0.77x against T = 3 at 0.93x; docs/conversion.md) for the same
+    latency, since exact pooling neurons take their 2 more steps."""
     calib_images: int = 512
     """Training images the thresholds are measured on, spread evenly over the set; a converted
     network records how many it had."""
@@ -51,6 +76,8 @@ class ConversionSettings:
     calibration images; 0: none."""
     calibrate_readout: str = READOUTS[0]
     """The feature layer's readout the calibration matches."""
+    calibrate_coding: str = "binary"
+    """The coding (CODINGS) the calibration simulates, the one the network will be run with."""
 
     def validate(self) -> ConversionSettings:
         """Check every setting's range; raises SettingError naming the first bad one."""
@@ -65,6 +92,16 @@ class ConversionSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise SettingError(name, f"must be an integer >= {low}, got {value!r}")
+        if self.binary_pooling not in BINARY_POOLINGS:
+            raise SettingError("binary_pooling", f"must be one of {', '.join(BINARY_POOLINGS)}, "
+                                                 f"got {self.binary_pooling!r}")
+        if self.calibrate_coding not in CODINGS:
+            raise SettingError("calibrate_coding", f"must be one of {', '.join(CODINGS)}, "
+                                                   f"got {self.calibrate_coding!r}")
+        if self.calibrate_coding == "binary" and self.calibrate_steps > MAX_BINARY_STEPS:
+            raise SettingError("calibrate_steps", f"the binary code takes at most "
+                                                  f"{MAX_BINARY_STEPS}, got "
+                                                  f"{self.calibrate_steps}")
         if self.calibrate_readout not in READOUTS:
             raise SettingError("calibrate_readout", f"must be one of {', '.join(READOUTS)}, "
                                                     f"got {self.calibrate_readout!r}")
@@ -75,17 +112,20 @@ class ConversionSettings:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConversionSettings:
-        """The `settings` of a spiking.pt: 0.4 and 0.5 files hold the first five fields, and a
-        network calibrated before 0.6 the calibration's too."""
+        """The `settings` of a spiking.pt: 0.4 and 0.5 files hold the first five fields, 0.6
+        and 0.7 files the calibration's too, made with synchronous coding, the only one
+        then."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise DeepSTDPError(f"a converted network's settings have no {', '.join(unknown)}")
-        return cls(**d)
+        return cls(**{"calibrate_coding": "synchronous", **d})
 
 
-SPIKING_TIMESTEPS = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)
-"""The steps at which each run's converted network is simulated for the summary."""
+SPIKING_TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8),
+                     "layered": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
+                     "synchronous": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)}
+"""The steps at which each run's converted network is simulated for the summary, per coding."""
 AGREEMENT = 0.95
 """The agreement with its CNN's clusters at which a run's spiking network counts as converted:
 the summary's T is the smallest that reaches it."""
@@ -95,9 +135,29 @@ the summary's T is the smallest that reaches it."""
 class SpikingCheck:
     """How each run of a comparison is converted and simulated for the summary."""
 
-    timesteps: tuple[int, ...] = SPIKING_TIMESTEPS
+    timesteps: tuple[int, ...] | None = None
+    """None: SPIKING_TIMESTEPS of the coding."""
     limit: int | None = 300
     """Images per split, spread evenly (None: all)."""
     readout: str = "membrane"
     """The feature layer's readout (READOUTS)."""
+    coding: str = CODINGS[0]
+    """How the spikes code and travel (CODINGS)."""
     threads: int | None = None
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return self.timesteps or SPIKING_TIMESTEPS[self.coding]
+
+    def validate(self) -> SpikingCheck:
+        check_timesteps(self.steps, self.coding)
+        return self
+
+
+def check_timesteps(steps: tuple[int, ...] | list[int], coding: str) -> None:
+    """Raises DeepSTDPError unless `coding` is known and can run every T of `steps`."""
+    if coding not in CODINGS:
+        raise DeepSTDPError(f"unknown coding {coding!r}: use {' or '.join(CODINGS)}")
+    if coding == "binary" and max(steps) > MAX_BINARY_STEPS:
+        raise DeepSTDPError(f"the binary code takes at most {MAX_BINARY_STEPS} steps per layer "
+                            f"({2**MAX_BINARY_STEPS - 1} levels), got {max(steps)}")
