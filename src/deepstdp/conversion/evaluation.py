@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from deepstdp.conversion.converter import load_spiking, spread
 from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, SpikingNet
-from deepstdp.conversion.settings import CODINGS, READOUTS
+from deepstdp.conversion.settings import CODINGS, READOUTS, check_timesteps
 from deepstdp.metrics import cluster_metrics
 from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
 from deepstdp.threads import pinned
@@ -76,9 +76,8 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         raise DeepSTDPError(f"batch must be at least 1, got {batch}")
     if readout not in READOUTS:
         raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
-    if coding not in CODINGS:
-        raise DeepSTDPError(f"unknown coding {coding!r}: use "
-                            f"{' or '.join(CODINGS)}")
+    if timesteps:
+        check_timesteps(timesteps, coding)
     dev = resolve(device)
     with pinned(threads) as n_threads:
         run = load_run(run_dir)
@@ -190,7 +189,6 @@ def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
     if rows:
         lines[0] += (f" | MACs {rows[0]['macs_per_image'] / 1e6:.2f}M "
                      f"{rows[0]['energy_ann_uj']:.2f} uJ")
-    if rows:
         lines.append(f"spiking: {rows[0].get('coding', 'synchronous')} coding, "
                      f"{rows[0]['readout']} readout")
     for r in rows:
