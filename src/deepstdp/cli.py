@@ -38,7 +38,6 @@ from deepstdp.conversion.settings import (
     TIMESTEPS,
     ConversionSettings,
     SpikingCheck,
-    check_timesteps,
 )
 from deepstdp.rundir import (
     CHECKPOINT,
@@ -379,7 +378,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.spiking:
         steps = (parse_timesteps(args.timesteps) if args.timesteps
                  else list(TIMESTEPS[args.coding]))
-        check_timesteps(steps, args.coding)
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
                        threads=args.threads, progress=not args.quiet, readout=args.readout,
                        device=args.device, coding=args.coding)

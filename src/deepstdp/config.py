@@ -160,8 +160,9 @@ class TrainConfig:
     pool_first: bool = False
     """With average pooling, pool each block's (BatchNorm-ed) convolution before its ReLU
     rather than after it, as QCFS networks always do: every spiking layer of the converted
-    network then sits on a pooled map, with no pooling neurons, which halves its synaptic
-    operations in the binary code (digits: 0.46x the MACs at T = 3 against 0.93x). Off by
+    network then sits on a pooled map, with no pooling neurons, which cuts its synaptic
+    operations in the binary code (digits: T = 3 at 0.44-0.48x the MACs, the default network
+    T = 4 at 0.76-0.77x). Off by
     default: the loop learns less with it on digits (5 seeds: ACC -4.4 points, k-NN -1.0,
     probe -0.8; docs/conversion.md)."""
     activation: str = "relu"
