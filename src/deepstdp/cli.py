@@ -22,6 +22,7 @@ from deepstdp.config import (
     KMEANS_BACKENDS,
     POOLS,
     PRECISIONS,
+    RECIPES,
     SAMPLINGS,
     SCHEDULES,
     TrainConfig,
@@ -91,6 +92,12 @@ def add_data_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
 def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
     """The settings of TrainConfig that `command` uses; any other is an error, not ignored."""
     loop = command != "cluster"  # `cluster` fits one clusterer to the pixels: no network
+    if loop:
+        p.add_argument("--recipe", choices=tuple(RECIPES),
+                       help="the set of settings to start from; options given override it: "
+                            "v2 (the defaults), deepcluster (Caron et al. 2018), paper "
+                            "(deepcluster at 64 px) (docs/reproduction.md) "
+                            f"{default('recipe')}")
     add_data_args(p, resize=loop)
     if loop:
         add_network_args(p)
@@ -205,9 +212,16 @@ def given(args: argparse.Namespace, settings: type) -> dict[str, Any]:
 
 
 def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) -> TrainConfig:
-    """Defaults (or `base`), then --config, then the options given on the command line."""
-    cfg = TrainConfig.from_file(args.config) if args.config else base or TrainConfig()
+    """The recipe's settings (or `base`), then --config, then the options given on the command
+    line; --recipe names the recipe under the config file's values."""
     options = given(args, TrainConfig)
+    recipe = options.pop("recipe", None)
+    if args.config:
+        cfg = TrainConfig.from_file(args.config, recipe=recipe)
+    elif base is not None:
+        cfg = base if recipe is None else dataclasses.replace(base, recipe=recipe)
+    else:
+        cfg = TrainConfig.of_recipe(recipe or TRAIN_DEFAULTS.recipe)
     if "stdp" in options:
         options["stdp"] = stdp_settings(dict(parse_stdp_option(s) for s in options["stdp"]),
                                         cfg.stdp)
@@ -247,6 +261,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deepstdp.compare import REPORT, run_all, write_report
+    from deepstdp.report import READOUT_TITLES
     from deepstdp.conversion.evaluation import parse_timesteps
 
     cfg = config_from_args(args)
@@ -277,7 +292,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
         s = summary[c]
         print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
               f"  last {summary['last_epochs']} epochs {s['last_acc']['mean']:.3f}"
-              f"  val ACC {s['final_val_acc']['mean']:.3f} ± {s['final_val_acc']['std']:.3f}")
+              f"  val ACC {s['final_val_acc']['mean']:.3f} ± {s['final_val_acc']['std']:.3f}"
+              f"  | majority vote {s['final_mv_acc']['mean']:.3f} ± "
+              f"{s['final_mv_acc']['std']:.3f}  val {s['final_val_mv_acc']['mean']:.3f}")
         if "spiking" in summary:
             sp = summary["spiking"][c]
             print(f"{'':>7}  spiking: T {sp['timesteps']['mean']:.1f}, agreement "
@@ -285,9 +302,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   f"{sp['energy_snn_uj']['mean']:.1f} uJ against "
                   f"{sp['energy_ann_uj']['mean']:.1f} ({sp['reached']}/{len(seeds)} runs reach "
                   f"{summary['spiking']['target_agreement']})")
-    if "relative_acc_gain_pct" in summary:
-        print(f"relative ACC gain {summary['relative_acc_gain_pct']:+.1f}%, iso-accuracy "
-              f"speed-up {summary['iso_accuracy_speedup_epochs']} (epochs)")
+    for key, r in summary.get("readouts", {}).items():
+        iso = r["iso_accuracy_speedup_epochs"]
+        print(f"{READOUT_TITLES[key]}: relative gain {r['relative_gain_pct_final']:+.1f}% "
+              f"final, {r['relative_gain_pct_last']:+.1f}% last epochs; iso-accuracy speed-up "
+              f"{'not reached' if iso is None else f'{iso:.2f}x'} (epochs)")
     print(f"report: {out / REPORT}")
     return 0
 

@@ -26,6 +26,33 @@ CARRIES = ("continue", "targets", "fresh")
 KMEANS_BACKENDS = ("auto", "sklearn", "faiss")
 """The choices of the settings above, each in one tuple: the modules that implement a
 choice, the command line and RULES all read it from here (this module is light)."""
+RECIPES: dict[str, dict[str, Any]] = {
+    "v2": {},
+    "deepcluster": {
+        "head": "reset", "sobel": True, "views": 1, "pool": "max", "proj_dim": 0,
+        "dropout": 0.5, "crop_scale": 0.08, "jitter": 0.0, "grayscale": 0.0,
+        "batch_size": 256, "lr": 0.05, "schedule": "constant", "warmup_epochs": 0,
+        "momentum": 0.9, "weight_decay": 1e-5, "sampling": "uniform", "balance": "none",
+        "target_keep": 1.0, "k_train": None},
+    "paper": {},  # below: deepcluster at Tiny ImageNet's own 64 px
+}
+"""Named sets of settings over the defaults (`TrainConfig.of_recipe`, `--recipe`); options
+given explicitly override them, and config.json stores every value resolved.
+
+- v2: the defaults, DeepCluster-v2-style (centroid head, k_train = 10 k, two views; the
+  sources in docs/learning.md).
+- deepcluster: Caron et al. (2018) as their paper and code (facebookresearch/deepcluster,
+  main.py and main.sh) fix it, translated to this network: a new linear top layer every epoch
+  trained with the network, Sobel input, one view of RandomResizedCrop's default area 0.08-1
+  and a flip, no colour augmentation, max pooling, the ReLU features themselves clustered
+  (no projection) after PCA-whitening and L2 normalisation, k-means targets at 10x the
+  classes sampled uniformly over clusters, dropout 0.5 before the feature layer (AlexNet's
+  classifier), SGD batch 256 at a constant lr 0.05, momentum 0.9, weight decay 1e-5. Their PCA
+  keeps 256 of AlexNet's 4,096 dimensions (1/16); here pca_dim stays 32 of 512, the same ratio
+  (docs/reproduction.md).
+- paper: deepcluster at 64 px, Tiny ImageNet's own resolution, the paper's setting as far as
+  its abstract and baseline tell (docs/reproduction.md)."""
+RECIPES["paper"] = {**RECIPES["deepcluster"], "image_size": 64}
 BEFORE_0_6 = {"sparsity": 0.0}
 """The values of the settings that 0.6 added, for the runs saved before them."""
 
@@ -61,7 +88,7 @@ def _num(x: float) -> str:
 
 
 RULES: dict[str, Rule] = {
-    "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
+    "recipe": Rule(choices=tuple(RECIPES)), "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
     "pool": Rule(choices=POOLS), "activation": Rule(choices=ACTIVATIONS),
     "qcfs_levels": Rule(1, 1024), "sparsity": Rule(0), "dropout": Rule(0, 1, high_open=True),
     "proj_dim": Rule(0, 65536), "precision": Rule(choices=PRECISIONS), "k": Rule(2, 10**6),
@@ -131,6 +158,11 @@ def _check_type(name: str, value: Any, hint: Any) -> None:
 
 @dataclass
 class TrainConfig:
+    recipe: str = "v2"
+    """The named set of settings these start from (RECIPES): 'v2' (the defaults below),
+    'deepcluster' (Caron et al. 2018) or 'paper' (deepcluster at 64 px). Every other field
+    holds the value in force, so a run's config.json says all of it."""
+
     # Data
     dataset: str = "digits"
     """'digits' (scikit-learn's 1,797 8x8 digits, shipped, no download) or 'tiny-imagenet'."""
@@ -315,12 +347,21 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def of_recipe(cls, recipe: str = "v2", **settings: Any) -> TrainConfig:
+        """The recipe's settings, then `settings` over them."""
+        return cls.from_dict({**settings, "recipe": recipe})
+
+    @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Settings from a JSON object: its recipe's (default v2), then the object's own."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise DeepSTDPError(f"unknown setting(s) in config: {', '.join(unknown)}")
-        return cls(**d)
+        recipe = d.get("recipe", cls.recipe)
+        if recipe not in RECIPES:
+            raise SettingError("recipe", f"must be {RULES['recipe']}, got {recipe!r}")
+        return cls(**{**RECIPES[recipe], **d})
 
     @classmethod
     def from_saved(cls, d: dict[str, Any]) -> TrainConfig:
@@ -335,8 +376,10 @@ class TrainConfig:
         return cls.from_dict(d)
 
     @classmethod
-    def from_file(cls, path: str | Path, saved: bool = False) -> TrainConfig:
-        """A config file's settings; `saved`: a run's own config.json (see from_saved)."""
+    def from_file(cls, path: str | Path, saved: bool = False,
+                  recipe: str | None = None) -> TrainConfig:
+        """A config file's settings; `saved`: a run's own config.json (see from_saved);
+        `recipe`: the recipe under the file's values, in place of the file's own."""
         try:
             d = json.loads(Path(path).read_text())
         except FileNotFoundError:
@@ -346,4 +389,6 @@ class TrainConfig:
         if not isinstance(d, dict):
             raise DeepSTDPError(f"config file {path} must hold a JSON object")
         d.pop("version", None)
+        if recipe is not None:
+            d["recipe"] = recipe
         return cls.from_saved(d) if saved else cls.from_dict(d)

@@ -36,3 +36,33 @@ def cluster_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
 
 def cluster_sizes(y_pred: np.ndarray, n_clusters: int) -> list[int]:
     return np.bincount(y_pred, minlength=n_clusters).tolist()
+
+
+def majority_names(y_true: np.ndarray, clusters: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Each cluster's name under Diehl & Cook's (2015) readout: the class it holds most of
+    among the labelled images (ties: the lower class id); -1 for a cluster that holds none.
+
+    The labels name the clusters and nothing else: the clustering is fixed before this runs
+    (a spiking neuron's cluster is the images it wins), so training never sees them."""
+    y_true, clusters = np.asarray(y_true), np.asarray(clusters)
+    counts = np.zeros((n_clusters, int(y_true.max()) + 1), dtype=np.int64)
+    np.add.at(counts, (clusters, y_true), 1)
+    names = counts.argmax(axis=1)
+    names[counts.sum(axis=1) == 0] = -1
+    return names
+
+
+def majority_accuracy(y_true: np.ndarray, clusters: np.ndarray, names: np.ndarray) -> float:
+    """Fraction of images whose cluster is named by their class (`majority_names`); an image
+    in an unnamed cluster counts as an error. Unlike `cluster_acc`, many clusters may share a
+    name, so more clusters never lower it: compare it only at equal cluster counts."""
+    return float((names[np.asarray(clusters)] == np.asarray(y_true)).mean())
+
+
+def majority_metrics(y_train: np.ndarray, c_train: np.ndarray, y_val: np.ndarray,
+                     c_val: np.ndarray, n_clusters: int) -> dict[str, float]:
+    """`mv_acc` and `val_mv_acc`: the clusters named on the train split, both splits scored
+    with those names (val's classes never name a cluster)."""
+    names = majority_names(y_train, c_train, n_clusters)
+    return {"mv_acc": majority_accuracy(y_train, c_train, names),
+            "val_mv_acc": majority_accuracy(y_val, c_val, names)}

@@ -25,6 +25,9 @@ class LoadedRun(NamedTuple):
     pca: PCAWhitening
     clusterer: Clusterer
     checkpoint: Checkpoint
+    targets: Clusterer
+    """The targets clusterer (k_train clusters, the STDP arm's target neurons): what the
+    majority-vote readout names (metrics.majority_names)."""
 
 
 def model_from_checkpoint(ck: Checkpoint) -> ConvNet:
@@ -36,10 +39,13 @@ def model_from_checkpoint(ck: Checkpoint) -> ConvNet:
     return model.eval()
 
 
-def clusterer_from_checkpoint(ck: Checkpoint) -> Clusterer:
-    """The run's evaluated clusterer (k clusters), as fitted at the checkpoint's epoch."""
-    clusterer = make_clusterer(ck.config, ck.k, 0)
-    clusterer.load_state_dict(ck.clusterer["evaluated"])
+def clusterer_from_checkpoint(ck: Checkpoint, which: str = "evaluated") -> Clusterer:
+    """The run's evaluated clusterer (k clusters) or, `which="targets"`, its targets clusterer
+    (k_train), as fitted at the checkpoint's epoch."""
+    state = ck.clusterer[which]
+    n = ck.k if which == "evaluated" else len(ck.prototypes)
+    clusterer = make_clusterer(ck.config, n, 0)
+    clusterer.load_state_dict(state)
     return clusterer
 
 
@@ -47,4 +53,4 @@ def load_run(path: str | os.PathLike) -> LoadedRun:
     """Everything needed to use a trained run, from its directory, in one call."""
     ck = RunDir(path).load_checkpoint()
     return LoadedRun(ck.config, model_from_checkpoint(ck), PCAWhitening.from_state_dict(ck.pca),
-                     clusterer_from_checkpoint(ck), ck)
+                     clusterer_from_checkpoint(ck), ck, clusterer_from_checkpoint(ck, "targets"))

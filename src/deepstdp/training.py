@@ -32,7 +32,7 @@ from deepstdp.devices import Compute
 from deepstdp.distributed import ALONE, World, joined
 from deepstdp.features import batch_on, embed, extract_features
 from deepstdp.firing import FiringCost
-from deepstdp.metrics import cluster_metrics, cluster_sizes
+from deepstdp.metrics import cluster_metrics, cluster_sizes, majority_metrics
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.registry import kind_of, make_clusterer, validated
@@ -222,16 +222,31 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
     return pca, new
 
 
+class TargetClusters(NamedTuple):
+    """The targets clusterer's k_train clusters of the train images (before any balancing)
+    and of the val images: what the majority-vote readout names and scores."""
+
+    train: np.ndarray
+    val: np.ndarray
+    n: int
+
+
 def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
                   last: np.ndarray | None, val_pred: np.ndarray, targets: Targets,
                   f_train: np.ndarray, f_val: np.ndarray,
-                  last_targets: np.ndarray | None = None) -> dict[str, Any]:
+                  last_targets: np.ndarray | None = None,
+                  target_clusters: TargetClusters | None = None) -> dict[str, Any]:
     """The epoch's row: the evaluated clustering against the classes (train and val), its NMI
-    to last epoch's, k-NN and linear-probe accuracy of the features, and the targets' NMI and
-    size range. The true labels are read here only."""
+    to last epoch's, the majority-vote readout of the target clusters (`mv_acc`,
+    `val_mv_acc`: Diehl & Cook's, docs/reproduction.md), k-NN and linear-probe accuracy of
+    the features, and the targets' NMI and size range. The true labels are read here only."""
     row = cluster_metrics(data.train.labels, new)
     row["nmi_prev"] = None if last is None else cluster_metrics(last, new)["nmi"]
     row.update({f"val_{m}": v for m, v in cluster_metrics(data.val.labels, val_pred).items()})
+    if target_clusters is not None:
+        row.update(majority_metrics(data.train.labels, target_clusters.train, data.val.labels,
+                                    target_clusters.val, target_clusters.n))
+        row["mv_clusters"] = target_clusters.n
     args = (f_train, data.train.labels, f_val, data.val.labels)
     row["knn_acc"] = knn_accuracy(*args, k=cfg.knn_k)
     row["probe_acc"] = linear_probe_accuracy(*args)
@@ -395,9 +410,14 @@ def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k
         margins = state.clusterings.targets.margin(state.pca.transform(emb))
     state.targets = make_targets(cfg, emb, state.clusterings.targets.labels_, k_train, margins)
     t3 = time.perf_counter()
-    val_pred = clusterer.predict(state.pca.transform(embed(model, f_val)))
+    z_val = state.pca.transform(embed(model, f_val))
+    val_pred = clusterer.predict(z_val)
+    target_layer = state.clusterings.targets
+    target_clusters = TargetClusters(
+        target_layer.labels_, val_pred if target_layer is clusterer else
+        target_layer.predict(z_val), k_train)
     row = epoch_metrics(cfg, data, k, new, state.labels, val_pred, state.targets, feats, f_val,
-                        last_targets)
+                        last_targets, target_clusters)
     row.update(getattr(clusterer, "diagnostics", dict)())
     state.labels = new
     t4 = time.perf_counter()
@@ -420,7 +440,7 @@ def _save(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet,
         clusterer=state.clusterings.state_dict(), pca=state.pca.state_dict(),
         input_mean=data.mean, input_std=data.std, precision=row["precision"],
         version=__version__, metrics=state.rows))
-    plot_curves(state.rows, run / CURVES)
+    plot_curves(state.rows, run / CURVES, f"{run.path.name}: {cfg.clusterer}, seed {cfg.seed}")
     kind = kind_of(cfg.clusterer)
     if kind.pictures is not None:
         kind.pictures(state.clusterings.evaluated, run.path)
@@ -445,5 +465,6 @@ def format_row(r: dict[str, Any]) -> str:
     loss = "" if r["loss"] is None else f"loss {r['loss']:.3f}  "
     return (f"epoch {r['epoch']:3d}  {loss}ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
             f"ARI {r['ari']:.3f} | val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} "
-            f"ARI {r['val_ari']:.3f} | k-NN {r['knn_acc']:.3f} probe {r['probe_acc']:.3f} | "
+            f"ARI {r['val_ari']:.3f} | majority vote of {r['mv_clusters']} {r['mv_acc']:.3f} "
+            f"val {r['val_mv_acc']:.3f} | k-NN {r['knn_acc']:.3f} probe {r['probe_acc']:.3f} | "
             f"clusters {min(sizes)}-{max(sizes)} | {secs:.1f}s")

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from deepstdp.conversion.converter import load_spiking, spread
 from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, SpikingNet
 from deepstdp.conversion.settings import CODINGS, READOUTS, check_timesteps
-from deepstdp.metrics import cluster_metrics
+from deepstdp.metrics import cluster_metrics, majority_metrics
 from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
 from deepstdp.threads import pinned
 from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
@@ -95,15 +95,20 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
             except DeepSTDPError:  # a clusterer without a margin: no confident half
                 return None
 
-        splits = {}
+        splits, targets = {}, {}
         for name, x, y in (("train", data.x_train, data.train.labels),
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
             xs = x[idx]
             feats = extract_features(run.model, xs, compute)
             splits[name] = Split(xs.to(dev), y[idx.numpy()], cluster(feats), margin(feats))
+            targets[name] = run.targets.predict(run.pca.transform(embed(run.model, feats)))
         ann = {f"{p}{m}": v for name, p in SPLITS
                for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
+        # Diehl & Cook's readout: the target clusters named on the (evaluated) train images.
+        ann.update(majority_metrics(splits["train"].labels, targets["train"],
+                                    splits["val"].labels, targets["val"],
+                                    len(run.checkpoint.prototypes)))
         if not timesteps:
             return {"ann": ann, "rows": []}
         snn = load_spiking(run_dir, progress)
@@ -185,7 +190,8 @@ def _confident(row: dict[str, Any]) -> str:
 def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
     """The printed summary: the CNN, then one line per T."""
     lines = [f"CNN      ACC {ann['acc']:.3f} NMI {ann['nmi']:.3f} ARI {ann['ari']:.3f} | "
-             f"val ACC {ann['val_acc']:.3f} NMI {ann['val_nmi']:.3f} ARI {ann['val_ari']:.3f}"]
+             f"val ACC {ann['val_acc']:.3f} NMI {ann['val_nmi']:.3f} ARI {ann['val_ari']:.3f} | "
+             f"majority vote {ann['mv_acc']:.3f} val {ann['val_mv_acc']:.3f}"]
     if rows:
         lines[0] += (f" | MACs {rows[0]['macs_per_image'] / 1e6:.2f}M "
                      f"{rows[0]['energy_ann_uj']:.2f} uJ")
