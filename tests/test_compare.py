@@ -8,7 +8,8 @@ from deepstdp.cli import main
 from deepstdp.compare import run_dir, summarise
 
 
-def write_run(out, clusterer, seed, accs, seconds=1.0):
+def write_run(out, clusterer, seed, accs, seconds=1.0, mv=None):
+    """A run's metrics.jsonl; without `mv` as written before the majority vote (0.8)."""
     path = run_dir(out, clusterer, seed)
     path.mkdir(parents=True)
     rows = []
@@ -17,6 +18,8 @@ def write_run(out, clusterer, seed, accs, seconds=1.0):
                      "val_nmi": a / 3, "val_ari": a / 5, "knn_acc": a + 0.1,
                      "probe_acc": a + 0.2, "time_train": seconds,
                      "time_features": 0.0, "time_cluster": 0.0, "time_eval": 0.0})
+        if mv is not None:
+            rows[-1].update(mv_acc=mv[e], val_mv_acc=mv[e] - 0.01, mv_clusters=20)
     (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
@@ -121,3 +124,24 @@ def test_a_comparison_resumes_by_the_rule_its_runs_resume_by(tmp_path):
         check_comparison(base, ["kmeans"], out, {**spec(base), "seeds": [1]}, True, False)
     with pytest.raises(DeepSTDPError, match="resume and force exclude each other"):
         check_comparison(base, ["kmeans"], out, spec(base), resume=True, force=True)
+
+
+def test_summary_scores_each_readout_and_the_mismatch_of_protocols(tmp_path):
+    # Hungarian ACC ties; the majority vote of the target clusters gives STDP +20% and
+    # k-means's Hungarian ACC against STDP's majority vote +50%.
+    for seed in (0, 1):
+        write_run(tmp_path, "kmeans", seed, [0.20, 0.20], mv=[0.25, 0.25])
+        write_run(tmp_path, "stdp", seed, [0.20, 0.20], mv=[0.30, 0.30])
+    s = summarise(tmp_path, ["kmeans", "stdp"], [0, 1])
+    r = s["readouts"]
+    assert set(r) == {"hungarian", "majority", "cross_protocol"}
+    assert r["hungarian"]["relative_gain_pct_final"] == pytest.approx(0.0)
+    assert r["majority"]["relative_gain_pct_final"] == pytest.approx(20.0)
+    assert r["cross_protocol"]["relative_gain_pct_final"] == pytest.approx(50.0)
+    assert (r["cross_protocol"]["baseline_metric"], r["cross_protocol"]["challenger_metric"]) \
+        == ("acc", "mv_acc")
+    assert s["stdp"]["final_val_mv_acc"]["mean"] == pytest.approx(0.29)
+    from deepstdp.report import comparison_markdown
+
+    text = comparison_markdown(s, ["kmeans", "stdp"], "cmd", 1.0, [])
+    assert "train majority vote (final)" in text and "a mismatch of protocols" in text

@@ -192,3 +192,59 @@ def test_precision_auto_is_a_measured_choice():
     choice = choose("auto", cpu, model, x).precision
     assert choice in ("bf16", "fp32") and (native_bf16() or choice == "fp32")
     assert all((a == b).all() for a, b in zip(before, model.parameters(), strict=True))
+
+
+def test_recipes_resolve_and_explicit_settings_override_them(tmp_path):
+    from deepstdp.cli import build_parser, config_from_args
+    from deepstdp.config import RECIPES
+
+    dc = TrainConfig.of_recipe("deepcluster")
+    assert (dc.head, dc.sobel, dc.views, dc.pool, dc.lr, dc.schedule) == \
+        ("reset", True, 1, "max", 0.05, "constant")
+    assert TrainConfig.of_recipe("paper").image_size == 64
+    assert TrainConfig.of_recipe("v2") == TrainConfig()
+    assert TrainConfig.of_recipe("deepcluster", lr=0.01).lr == 0.01
+
+    def parsed(*argv):
+        return config_from_args(build_parser().parse_args(["train", *argv]))
+
+    cfg = parsed("--recipe", "deepcluster", "--lr", "0.01", "--views", "2")
+    assert (cfg.recipe, cfg.lr, cfg.views, cfg.head) == ("deepcluster", 0.01, 2, "reset")
+    # A config file's values stand over its recipe; --recipe replaces the file's recipe.
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"recipe": "deepcluster", "batch_size": 64}))
+    cfg = parsed("--config", str(path))
+    assert (cfg.batch_size, cfg.head) == (64, "reset")
+    cfg = parsed("--config", str(path), "--recipe", "v2")
+    assert (cfg.recipe, cfg.batch_size, cfg.head) == ("v2", 64, "centroid")
+    # config.json stores every value resolved: it loads as it ran.
+    run = tmp_path / "run"
+    train(TrainConfig.of_recipe("deepcluster", epochs=1, **SMALL), run, quiet=True)
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["recipe"] == "deepcluster" and saved["head"] == "reset"
+    assert all(saved[k] == v for k, v in {**RECIPES["deepcluster"], **SMALL}.items())
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["mv_clusters"] == 20 and 0 <= row["val_mv_acc"] <= 1 and row["mv_acc"] >= 0.3
+
+
+def test_a_run_saved_before_the_recipes_and_majority_vote_loads_and_reports(tmp_path):
+    from deepstdp.conversion.evaluation import evaluate_run
+
+    run = tmp_path / "run"
+    train(TrainConfig(epochs=1, **SMALL), run, quiet=True)
+    config = json.loads((run / "config.json").read_text())
+    del config["recipe"]  # as 0.8 wrote it
+    (run / "config.json").write_text(json.dumps(config))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for r in rows:
+        del r["mv_acc"], r["val_mv_acc"], r["mv_clusters"]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    from deepstdp.rundir import RunDir
+
+    assert RunDir(run).saved_config() == TrainConfig(epochs=1, **SMALL)
+    ann = evaluate_run(run)["ann"]
+    assert 0 <= ann["mv_acc"] <= 1 and 0 <= ann["val_mv_acc"] <= 1
+    from deepstdp.report import plot_curves
+
+    plot_curves(rows, tmp_path / "curves.png", "old run")
+    assert (tmp_path / "curves.png").stat().st_size > 0

@@ -261,8 +261,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from deepstdp.compare import REPORT, run_all, write_report
-    from deepstdp.report import READOUT_TITLES
     from deepstdp.conversion.evaluation import parse_timesteps
+    from deepstdp.report import READOUT_TITLES
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")

@@ -88,7 +88,8 @@ def _num(x: float) -> str:
 
 
 RULES: dict[str, Rule] = {
-    "recipe": Rule(choices=tuple(RECIPES)), "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
+    "recipe": Rule(choices=tuple(RECIPES)),
+    "dataset": Rule(choices=DATASETS), "image_size": Rule(8, 512), "feat_dim": Rule(1, 65536),
     "pool": Rule(choices=POOLS), "activation": Rule(choices=ACTIVATIONS),
     "qcfs_levels": Rule(1, 1024), "sparsity": Rule(0), "dropout": Rule(0, 1, high_open=True),
     "proj_dim": Rule(0, 65536), "precision": Rule(choices=PRECISIONS), "k": Rule(2, 10**6),
