@@ -127,7 +127,7 @@ def test_bad_output_places(tmp_path, capsys):
 
 @pytest.mark.parametrize("argv, message", [
     (["compare", "--clusterer", "kmeans", "--out", "X"], "unrecognized arguments: --clusterer"),
-    (["compare", "--jobs", "0", "--out", "X"], "--jobs must be at least 1"),
+    (["compare", "--jobs", "0", "--out", "X"], "--jobs must be an integer >= 1"),
     (["compare", "--seeds", "1,1", "--out", "X"], "must be non-empty without repeats"),
     (["compare", "--clusterers", "kmeans,dbscan", "--out", "X"], "'dbscan' is unknown"),
     (["cluster", "--widths", "16,M", "--out", "X"], "unrecognized arguments: --widths"),

@@ -66,8 +66,10 @@ def test_iso_accuracy_not_reached_is_null(tmp_path):
     [
         (["--seeds", "0,x"], "bad --seeds list"),
         (["--seeds", "1,1"], "without repeats"),
-        (["--clusterers", "kmeans,dbscan"], "--clusterer 'dbscan' is unknown"),
-        (["--jobs", "0"], "--jobs must be at least 1"),
+        (["--clusterers", "kmeans,dbscan"], "--clusterers 'dbscan' is unknown"),
+        (["--jobs", "0"], "--jobs must be an integer >= 1"),
+        (["--jobs", "100"], "--jobs must be at most the"),
+        (["--seeds", "0,-1"], "--seeds must be"),
     ],
 )
 def test_compare_rejects_bad_lists(tmp_path, capsys, args, message):

@@ -16,3 +16,14 @@ def test_every_example_in_the_api_page_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, str(API), "exec"), namespace)
+
+
+def test_the_readme_python_example_runs(tmp_path, monkeypatch):
+    readme = API.parents[1] / "README.md"
+    blocks = re.findall(r"```python\n(.*?)```", readme.read_text(), flags=re.S)
+    assert blocks
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, str(readme), "exec"), namespace)
+    assert len(namespace["labels"]) == len(namespace["features"])

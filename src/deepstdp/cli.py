@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import shlex
 import signal
 import sys
@@ -42,11 +43,15 @@ from deepstdp.conversion.settings import (
 )
 from deepstdp.rundir import (
     CHECKPOINT,
+    CLUSTERING,
+    COMPARISON,
     SPIKING_NET,
     SPIKING_PLOT,
     SPIKING_ROWS,
     SPIKING_TABLE,
     RunDir,
+    check_kind,
+    check_output_file,
     check_writable,
 )
 from deepstdp.util import DeepSTDPError, SettingError
@@ -238,7 +243,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         cfg = config_from_args(args, RunDir(args.out).saved_config())
     else:
         cfg = config_from_args(args)
-    out = args.out or f"runs/{cfg.dataset}-{cfg.clusterer}-seed{cfg.seed}"
+    out = args.out = args.out or f"runs/{cfg.dataset}-{cfg.clusterer}-seed{cfg.seed}"
     rows = train(cfg, out, resume=args.resume, force=args.force, quiet=args.quiet,
                  tensorboard=args.tensorboard)
     if not args.quiet:
@@ -260,17 +265,17 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from deepstdp.compare import REPORT, run_all, write_report
+    from deepstdp.compare import REPORT, check_runs, read_spec, run_all, write_report
     from deepstdp.conversion.evaluation import parse_timesteps
     from deepstdp.report import READOUT_TITLES
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
-    for c in clusterers:
-        registry.validated(dataclasses.replace(cfg, clusterer=c))
     seeds = parse_list(args.seeds, int, "--seeds")
-    if args.jobs < 1:
-        raise DeepSTDPError(f"--jobs must be at least 1, got {args.jobs}")
+    check_runs(cfg, clusterers, seeds)
+    out = Path(args.out)
+    if args.report_only:
+        read_spec(out)
     spiking = None
     if args.spiking:  # checked before any run starts
         if args.spiking_limit < 1:
@@ -281,7 +286,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                args.spiking_limit, coding=args.spiking_coding,
                                threads=cfg.threads)
         spiking.validate()
-    out = Path(args.out)
     if not args.report_only:
         run_all(cfg, clusterers, seeds, out, jobs=args.jobs, resume=args.resume,
                 force=args.force, quiet=args.quiet)
@@ -321,12 +325,13 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     out = Path(args.out)
     check_writable(out)
-    if (out / "cluster.json").exists() and not args.force:
+    check_kind(out, "clustering")
+    if (out / CLUSTERING).exists() and not args.force:
         raise DeepSTDPError(f"{out} already holds a clustering; use --force to replace it")
     with threads.pinned(cfg.threads):
         result, clusterer, shape = _cluster(cfg, args.pixels, not args.quiet)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "cluster.json", result)
+    write_json_atomic(out / CLUSTERING, result)
     pictures = registry.kind_of(cfg.clusterer).pictures
     if pictures is not None:
         pictures(clusterer, out, image_shape=shape)
@@ -401,23 +406,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        threads=args.threads, progress=not args.quiet, readout=args.readout,
                        device=args.device, coding=args.coding)
     print(format_rows(res["ann"], res["rows"]))
+    if res.get("note"):
+        print(f"note: {res['note']}", file=sys.stderr)
     if steps:
         print(f"wrote {args.run_dir}/{SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
     from deepstdp import threads
     from deepstdp.conversion.nir_export import export_run
 
-    if Path(args.nir).is_dir():
-        raise DeepSTDPError(f"--nir {args.nir} is a directory; name the file to write")
+    check_output_file(args.nir, args.force)
     with threads.pinned(args.threads):
         graph = export_run(args.run_dir, args.nir, args.format, progress=not args.quiet)
     if not args.quiet:
-        print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes, {args.format} format")
+        print(f"wrote {args.nir}: {len(graph.nodes)} NIR nodes, {args.format} format of the "
+              "synchronous rate code (NIR has no node for the binary code's schedule)")
     if graph.metadata.get("differences"):
         print(f"note: the file differs from the network: {graph.metadata['differences']}",
               file=sys.stderr)
@@ -500,6 +506,7 @@ def add_conversion_parsers(sub: Any) -> None:
                         "spike for spike in deepstdp.conversion.nir_export.sinabs_from_nir() "
                         "(docs/nir.md) (default %(default)s)")
     x.add_argument("--threads", type=int, help="unless given: all cores")
+    x.add_argument("--force", action="store_true", help="replace an existing --nir file")
     x.add_argument("--quiet", action="store_true")
     x.set_defaults(func=cmd_export)
 
@@ -601,6 +608,20 @@ def _process() -> str:
     return f" (process {rank} of {size})" if size > 1 else ""
 
 
+def _resume_hint(args: argparse.Namespace) -> str:
+    """'; continue with --resume' where the interrupted command can resume what it left (a
+    run with a finished epoch, a comparison begun), else nothing: a start cut short before
+    its first checkpoint leaves nothing to resume, and convert and evaluate simply run again."""
+    from pathlib import Path
+
+    out = getattr(args, "out", None)
+    if args.command not in ("train", "compare") or not out:
+        return ""
+    if RunDir(out).holds_run() or (Path(out) / COMPARISON).exists():
+        return "; continue with --resume"
+    return "; nothing was saved"
+
+
 def _stop(signum: int, frame: Any) -> None:
     """SIGTERM ends a command as Ctrl-C does: workers stopped, no temp files. Neither does
     once a distributed run has begun its end (the barrier, then the process group destroyed):
@@ -615,6 +636,8 @@ def _stop(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not sys.stderr.isatty():  # a log file: epoch lines only, no carriage-return bars
+        os.environ.setdefault("TQDM_DISABLE", "1")
     signal.signal(signal.SIGTERM, _stop)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where ignored
         signal.signal(signal.SIGINT, _stop)
@@ -630,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         _say(f"error: {e.strerror or e}{where}")
     except KeyboardInterrupt:
-        _say(f"interrupted{_process()}; continue with --resume")
+        _say(f"interrupted{_process()}{_resume_hint(args)}")
         return 130
     finally:
         distributed = sys.modules.get("deepstdp.distributed")

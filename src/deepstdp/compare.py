@@ -27,12 +27,19 @@ from deepstdp import threads
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.settings import AGREEMENT, SpikingCheck
 from deepstdp.registry import validated
-from deepstdp.rundir import RunDir, changed_settings, check_resume_or_force, check_writable
+from deepstdp.rundir import (
+    COMPARISON,
+    RunDir,
+    changed_settings,
+    check_kind,
+    check_resume_or_force,
+    check_writable,
+)
 from deepstdp.training import train
-from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
+from deepstdp.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
 from deepstdp.workers import init_worker
 
-SPEC, RUNS, SUMMARY, REPORT = "compare.json", "runs", "summary.json", "report.md"
+SPEC, RUNS, SUMMARY, REPORT = COMPARISON, "runs", "summary.json", "report.md"
 CURVES, CLUSTERS, CONFUSION = "curves.png", "clusters.png", "confusion.png"
 METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "knn_acc", "probe_acc",
            "mv_acc", "val_mv_acc")
@@ -73,22 +80,47 @@ def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: 
     from deepstdp.data import load_dataset
 
     check_resume_or_force(resume, force)
+    check_runs(base, clusterers, spec["seeds"])
     check_writable(out)
+    check_kind(out, "comparison")
     spec_file = out / SPEC
     if spec_file.exists() and not (resume or force):
         raise DeepSTDPError(f"{out} already holds a comparison; resume it or replace it (force)")
     if resume:
-        if not spec_file.exists():
-            raise DeepSTDPError(f"nothing to resume: {spec_file} not found")
-        saved = json.loads(spec_file.read_text())
+        saved = read_spec(out)
         diff = changed_settings(TrainConfig.from_saved(saved["base"]), base)
         diff += [k for k in ("clusterers", "seeds") if saved[k] != spec[k]]
         if diff:
             raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ "
                                 f"({', '.join(diff)})")
-    for c in clusterers:
-        validated(dataclasses.replace(base, clusterer=c))
     load_dataset(base.dataset, "train", data_root=base.data_root, classes=base.classes)
+
+
+def check_runs(base: TrainConfig, clusterers: list[str], seeds: list[int]) -> None:
+    """Every run's settings are valid; a bad clusterer or seed is named as the list's."""
+    for c in clusterers:
+        for s in seeds:
+            try:
+                validated(dataclasses.replace(base, clusterer=c, seed=s))
+            except SettingError as e:
+                if e.setting in ("clusterer", "seed"):
+                    raise SettingError(f"{e.setting}s", e.problem) from None
+                raise
+
+
+def read_spec(out: Path) -> dict[str, Any]:
+    """compare.json, with one clear error when it is missing, unreadable or foreign."""
+    path = out / SPEC
+    if not path.exists():
+        raise DeepSTDPError(f"{out} holds no comparison: {path} not found")
+    try:
+        spec = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DeepSTDPError(f"{path} is not valid JSON ({e}); start the comparison afresh "
+                            "(force)") from None
+    if not isinstance(spec, dict) or not {"base", "clusterers", "seeds"} <= set(spec):
+        raise DeepSTDPError(f"{path} is not a deepstdp comparison; start it afresh (force)")
+    return spec
 
 
 def run_all(base: TrainConfig, clusterers: list[str], seeds: list[int], out: Path,
@@ -98,6 +130,10 @@ def run_all(base: TrainConfig, clusterers: list[str], seeds: list[int], out: Pat
     whole pairs; `jobs` runs side by side share the cores between them (and print no epoch
     lines, which would interleave)."""
     spec = {"base": base.to_dict(), "clusterers": clusterers, "seeds": seeds}
+    threads.check(jobs, "jobs")
+    if jobs * (base.threads or 1) > threads.available():
+        raise SettingError("jobs", f"times threads ({jobs} x {base.threads}) must be at most "
+                                   f"the {threads.available()} CPUs this process may use")
     check_comparison(base, clusterers, out, spec, resume, force)
     if force:
         shutil.rmtree(out / RUNS, ignore_errors=True)

@@ -325,8 +325,10 @@ class TrainConfig:
             rule = RULES.get(f.name)
             if value is not None and rule is not None and not rule.holds(value):
                 raise SettingError(f.name, f"must be {rule}, got {value!r}")
-        from deepstdp import devices
+        from deepstdp import devices, threads
 
+        if self.threads is not None:
+            threads.check(self.threads)
         devices.check_precision(self.precision, devices.resolve(self.device))
         try:
             self.stdp.validate()
@@ -387,6 +389,11 @@ class TrainConfig:
             raise DeepSTDPError(f"config file not found: {path}") from None
         except json.JSONDecodeError as e:
             raise DeepSTDPError(f"config file {path} is not valid JSON: {e}") from None
+        except UnicodeDecodeError:
+            raise DeepSTDPError(f"config file {path} is not UTF-8 text (a JSON file is)") \
+                from None
+        except IsADirectoryError:
+            raise DeepSTDPError(f"config file {path} is a directory") from None
         if not isinstance(d, dict):
             raise DeepSTDPError(f"config file {path} must hold a JSON object")
         d.pop("version", None)

@@ -189,11 +189,22 @@ def _cache_key(root: Path, wnids: list[str], split: str, paths: list[Path]) -> s
 
 
 def _decode(path: Path) -> np.ndarray:
-    """One image as uint8 (H, W, 3): grayscale and CMYK JPEGs become RGB."""
+    """One image as uint8 (H, W, 3): grayscale, palette, RGBA and CMYK images become RGB;
+    16-bit grayscale is scaled to 8 bits (Pillow's own conversion clips it to white); 32-bit
+    integer and float images, whose range no file states, are refused by name."""
     try:
         with Image.open(path) as im:
+            if im.mode.startswith("I;16"):
+                gray = (np.asarray(im, dtype=np.uint32) + 128) // 257
+                return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+            if im.mode in ("I", "F"):
+                raise DeepSTDPError(f"cannot read image {path}: its pixels are "
+                                    f"{'32-bit integers' if im.mode == 'I' else 'floats'} "
+                                    "of no stated range; save it with 8 or 16 bits")
             return np.asarray(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        if isinstance(e, DeepSTDPError):
+            raise
         raise DeepSTDPError(f"cannot read image {path}: {e}") from None
 
 
@@ -211,8 +222,9 @@ def _decode_all(paths: list[Path], name: str, progress: bool) -> np.ndarray:
         image = _decode(path)
         if image.shape != first.shape:
             raise DeepSTDPError(
-                f"image {path} is {image.shape[1]}x{image.shape[0]}, "
-                f"expected {first.shape[1]}x{first.shape[0]} like {paths[0].name}"
+                f"the images of {name} differ in size: {path} is "
+                f"{image.shape[1]}x{image.shape[0]}, {paths[0]} {first.shape[1]}x"
+                f"{first.shape[0]}; a data set's images must share one size"
             )
         images[i] = image
     return images

@@ -53,6 +53,12 @@ SPIKING_TABLE, SPIKING_PLOT = "spiking.md", "spiking.png"
 """The converted network (convert), and the spiking evaluation's rows, table and picture."""
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, SPIKING_NET, SPIKING_ROWS, SPIKING_TABLE,
              SPIKING_PLOT)
+COMPARISON, CLUSTERING = "compare.json", "cluster.json"
+"""What marks a comparison's folder (`deepstdp compare`) and a clustering's (`deepstdp
+cluster`), as config.json and checkpoint.pt mark a run's."""
+KINDS = {"run": (CONFIG, CHECKPOINT), "comparison": (COMPARISON,), "clustering": (CLUSTERING,)}
+"""The kinds of output folder and the files that mark each: a command that writes one kind
+refuses a folder of another (`check_kind`), so no command overwrites another's files."""
 RESUMABLE_CHANGES = ("epochs", "threads", "device")
 """Settings that may differ when a run (or a comparison of runs) is resumed: the length, and
 where it computes: thread count and device (the continuation is reproducible only for the same
@@ -151,6 +157,7 @@ class RunDir:
         """Refuse a start that could not proceed, touching nothing."""
         check_resume_or_force(resume, force)
         check_writable(self.path)
+        check_kind(self.path, "run")
         if resume:
             if not self.holds_run():
                 raise DeepSTDPError(f"nothing to resume: {self / CHECKPOINT} not found")
@@ -230,9 +237,14 @@ class RunDir:
         if not path.exists():
             return []
         try:
-            return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-        except json.JSONDecodeError as e:
-            raise DeepSTDPError(f"{path} is not valid JSON lines: {e}") from None
+            rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise DeepSTDPError(f"{path} is not valid JSON lines ({e}); resuming the run "
+                                "rewrites it from its checkpoint") from None
+        if not all(isinstance(r, dict) and "epoch" in r for r in rows):
+            raise DeepSTDPError(f"{path} holds rows without an epoch; resuming the run "
+                                "rewrites it from its checkpoint")
+        return rows
 
     def load_checkpoint(self) -> Checkpoint:
         """checkpoint.pt on the CPU, read without unpickling code (weights_only)."""
@@ -253,6 +265,30 @@ class RunDir:
         if not path.exists():
             raise DeepSTDPError(f"no trained run in {self.path}: {path} not found")
         return path
+
+
+def check_kind(path: Path, kind: str) -> None:
+    """Refuse to write a `kind` folder (KINDS) where a folder of another kind is."""
+    for other, markers in KINDS.items():
+        if other != kind and any((path / m).exists() for m in markers):
+            raise DeepSTDPError(f"{path} holds a {other}, not a {kind}: choose another folder")
+
+
+def check_output_file(name: str, force: bool) -> None:
+    """A single file a command writes (a NIR export): named, not a folder, never a file of a
+    run, comparison or clustering folder, and not an existing file unless `force`."""
+    if not name.strip():
+        raise DeepSTDPError("the output file needs a name")
+    path = Path(name)
+    if path.is_dir():
+        raise DeepSTDPError(f"{path} is a directory; name the file to write")
+    parent = path.parent
+    if any((parent / m).exists() for markers in KINDS.values() for m in markers) and \
+            path.name in (*RUN_FILES, LOCK, COMPARISON, CLUSTERING):
+        raise DeepSTDPError(f"{path} is one of the files of {parent}; name another file")
+    if path.exists() and not force:
+        raise DeepSTDPError(f"{path} exists; replace it (force) or name another file")
+    check_writable(parent)
 
 
 def check_writable(path: Path) -> None:
@@ -278,22 +314,32 @@ def _legacy_numpy_globals() -> list[Any]:
                                               "Float64DType", "UInt64DType", "BoolDType"))]
 
 
-def load_checkpoint_file(path: str | os.PathLike) -> Checkpoint:
-    """A checkpoint on the CPU; a clear error when it is missing, truncated or not ours."""
+def load_torch_file(path: Path, what: str, keys: set[str], remedy: str) -> dict[str, Any]:
+    """The dict a deepstdp torch file holds, read on the CPU without unpickling code; one
+    clear error naming the file and `remedy` when it is truncated, corrupt or foreign (lacks
+    `keys`). Every torch file the package reads back (checkpoint.pt, spiking.pt) comes here."""
     import torch
 
+    try:
+        with torch.serialization.safe_globals(_legacy_numpy_globals()):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError,
+            ValueError, UnicodeDecodeError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeepSTDPError(f"{path} is corrupt, truncated or not a deepstdp {what} "
+                            f"({reason[:120]}); {remedy}") from None
+    if not isinstance(state, dict) or not keys <= set(state):
+        raise DeepSTDPError(f"{path} is not a deepstdp {what}; {remedy}")
+    return state
+
+
+def load_checkpoint_file(path: str | os.PathLike) -> Checkpoint:
+    """A checkpoint on the CPU; a clear error when it is missing, truncated or not ours."""
     path = Path(path)
     if not path.exists():
         raise DeepSTDPError(f"no trained run in {path.parent}: {path} not found")
-    try:
-        with torch.serialization.safe_globals(_legacy_numpy_globals()):
-            ck = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise DeepSTDPError(f"{path} is corrupt, truncated or not a deepstdp checkpoint "
-                            f"({reason[:120]})") from None
-    if not isinstance(ck, dict) or not {"epoch", "model", "config", "k"} <= set(ck):
-        raise DeepSTDPError(f"{path} is not a deepstdp checkpoint")
+    ck = load_torch_file(path, "checkpoint", {"epoch", "model", "config", "k"},
+                         "train the run again (a run's checkpoint is its only copy)")
     try:
         return Checkpoint.from_dict(ck)
     except DeepSTDPError as e:

@@ -19,14 +19,32 @@ def local_processes() -> int:
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
+def available() -> int:
+    """The CPUs this process may run on (its affinity mask, which a container or `taskset`
+    narrows; os.cpu_count() counts the machine's)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def check(count: int, setting: str = "threads") -> int:
+    """`count` threads or processes, refused above the CPUs this process may use: more only
+    slow the work down, and thousands starve the machine."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise SettingError(setting, f"must be an integer >= 1, got {count!r}")
+    if count > available():
+        raise SettingError(setting, f"must be at most the {available()} CPUs this process may "
+                                    f"use, got {count}")
+    return count
+
+
 def resolve(threads: int | None) -> int:
-    """The count a run uses: `threads`, or when None every core, shared evenly among the
-    processes that torchrun started on this machine."""
+    """The count a run uses: `threads` (checked), or when None every available CPU, shared
+    evenly among the processes that torchrun started on this machine."""
     if threads is None:
-        return max(1, (os.cpu_count() or 1) // local_processes())
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise SettingError("threads", f"must be an integer >= 1, got {threads!r}")
-    return threads
+        return max(1, available() // local_processes())
+    return check(threads)
 
 
 @contextmanager

@@ -354,9 +354,13 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
         if progress:
             print(f"resuming {run.path} after epoch {ck.epoch}")
     else:
+        if progress and cfg.precision == "auto":
+            print("choosing the precision: a few timed training steps", flush=True)
         state = LoopState(world.on_main(lambda: devices.choose(
             cfg.precision, world.device, model, data.x_train[:cfg.batch_size * cfg.views])))
     compute, rows = state.compute, state.rows
+    if progress:
+        print(f"precision {compute.precision} on {world.device}", flush=True)
 
     for epoch in range(state.start, cfg.epochs + 1):
         t0 = time.perf_counter()
@@ -373,7 +377,8 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
             row = {"epoch": epoch, "loss": loss, "precision": compute.precision,
                    "bf16": compute.precision == "bf16"}
             # The machine's other processes wait for the targets: their cores cluster too.
-            with threads.pinned(threads.resolve(cfg.threads) * threads.local_processes()):
+            with threads.pinned(min(threads.resolve(cfg.threads) * threads.local_processes(),
+                                    threads.available())):
                 row.update(_cluster_and_measure(cfg, data, model, k, k_train, epoch, state,
                                                 feats, f_val))
             row.update(time_train=t1 - t0, time_features=t2 - t1)

@@ -41,7 +41,13 @@ from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet, run_ops
 from deepstdp.conversion.settings import CODINGS, READOUTS, ConversionSettings
 from deepstdp.data import Data
 from deepstdp.models import ConvNet, Sobel
-from deepstdp.rundir import SPIKING_NET, RunDir, checkpoint_digest, load_checkpoint
+from deepstdp.rundir import (
+    SPIKING_NET,
+    RunDir,
+    checkpoint_digest,
+    load_checkpoint,
+    load_torch_file,
+)
 from deepstdp.trained import model_from_checkpoint
 from deepstdp.util import DeepSTDPError, atomic_write
 
@@ -339,10 +345,18 @@ def load_spiking(run_dir: str | Path, progress: bool = False) -> SpikingNet:
     digest = checkpoint_digest(run_dir)
     settings = None
     if path.exists():
-        state = torch.load(path, weights_only=True)
-        if state["checkpoint_sha256"] == digest:
-            return SpikingNet.from_state_dict(state)
-        settings = ConversionSettings.from_dict(state["settings"])
+        remedy = "convert the run again (it overwrites the file)"
+        state = load_torch_file(path, "converted network", {"checkpoint_sha256", "settings"},
+                                remedy)
+        try:
+            if state["checkpoint_sha256"] == digest:
+                return SpikingNet.from_state_dict(state)
+            settings = ConversionSettings.from_dict(state["settings"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            if isinstance(e, DeepSTDPError):
+                raise
+            raise DeepSTDPError(f"{path} is not a deepstdp converted network ({e!r}); "
+                                f"{remedy}") from None
     if progress:
         why = "is from another checkpoint" if settings else "is missing"
         print(f"{path} {why}: converting with "

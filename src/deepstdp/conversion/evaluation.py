@@ -22,8 +22,11 @@ from deepstdp.conversion.settings import CODINGS, READOUTS, check_timesteps
 from deepstdp.metrics import cluster_metrics, majority_metrics
 from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
 from deepstdp.threads import pinned
-from deepstdp.util import DeepSTDPError, write_json_atomic, write_text_atomic
+from deepstdp.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
 
+MAX_BATCH = 4096
+"""The most images simulated at once: a batch's membranes of every layer are held together
+(at 64 px about 1 MB an image), so a larger one only risks the machine's memory."""
 SPLITS = (("train", ""), ("val", "val_"))
 """Split names and the prefix of their metrics in a row."""
 
@@ -71,9 +74,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     from deepstdp.trained import load_run
 
     if limit is not None and limit < 1:
-        raise DeepSTDPError(f"limit must be at least 1 image, got {limit}")
-    if batch < 1:
-        raise DeepSTDPError(f"batch must be at least 1, got {batch}")
+        raise SettingError("limit", f"must be at least 1 image, got {limit}")
+    if not 1 <= batch <= MAX_BATCH:
+        raise SettingError("batch", f"must be in [1, {MAX_BATCH}] images, got {batch}")
     if readout not in READOUTS:
         raise DeepSTDPError(f"unknown readout {readout!r}: use {' or '.join(READOUTS)}")
     if timesteps:
@@ -112,6 +115,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         if not timesteps:
             return {"ann": ann, "rows": []}
         snn = load_spiking(run_dir, progress)
+        note = calibration_mismatch(snn.settings, coding, readout)
         for name, split in splits.items():
             split.simulate(snn, timesteps, batch, progress, name, readout, coding)
         rows = [{"timesteps": t, "readout": readout, "coding": coding,
@@ -122,7 +126,20 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                  "images_train": len(splits["train"].x), "images_val": len(splits["val"].x)}
                 for t in timesteps]
     write_outputs(Path(run_dir), ann, rows)
-    return {"ann": ann, "rows": rows}
+    return {"ann": ann, "rows": rows, "note": note}
+
+
+def calibration_mismatch(settings: Any, coding: str, readout: str) -> str | None:
+    """A warning where the network's biases were calibrated for another code or readout than
+    the one simulated: its agreement then says little about either."""
+    if not settings.calibrate_steps:
+        return None
+    if (settings.calibrate_coding, settings.calibrate_readout) == (coding, readout):
+        return None
+    return (f"the network's biases were calibrated for the {settings.calibrate_coding} code "
+            f"with the {settings.calibrate_readout} readout ({settings.calibrate_steps} "
+            f"steps), not for the {coding} code with the {readout} readout simulated here; "
+            "convert it again for this one")
 
 
 @dataclass

@@ -32,6 +32,12 @@ next layer in the same step (T levels, the rate code of deepstdp 0.7 and before)
 MAX_BINARY_STEPS = 16
 """The binary code's longest window: 2^16 - 1 levels are already finer than any rate code
 simulated here, and float32 resolves no more."""
+MAX_RATE_STEPS = 4096
+"""The rate codes' longest simulation: 4,096 levels, beyond every T measured to matter
+(docs/conversion.md: agreement saturates by T = 256); a longer one only runs for hours."""
+MAX_CALIB_IMAGES = 10_000
+"""The most calibration images: the thresholds are percentiles of activations that the
+default 512 already pin down, and every image's activations are held in memory at once."""
 TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8), "layered": (2, 4, 8, 16, 32, 64),
              "synchronous": (16, 32, 64, 128, 256)}
 """The steps `evaluate --spiking` simulates unless told, per coding."""
@@ -88,10 +94,11 @@ class ConversionSettings:
         if not (isinstance(self.v_init, int | float) and math.isfinite(self.v_init)
                 and 0 <= self.v_init < 1):
             raise SettingError("v_init", f"must be in [0, 1), got {self.v_init}")
-        for name, low in (("calib_images", 1), ("calibrate_steps", 0)):
+        for name, low, high in (("calib_images", 1, MAX_CALIB_IMAGES),
+                                ("calibrate_steps", 0, MAX_RATE_STEPS)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise SettingError(name, f"must be an integer >= {low}, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise SettingError(name, f"must be an integer in [{low}, {high}], got {value!r}")
         if self.binary_pooling not in BINARY_POOLINGS:
             raise SettingError("binary_pooling", f"must be one of {', '.join(BINARY_POOLINGS)}, "
                                                  f"got {self.binary_pooling!r}")
@@ -161,3 +168,6 @@ def check_timesteps(steps: tuple[int, ...] | list[int], coding: str) -> None:
     if coding == "binary" and max(steps) > MAX_BINARY_STEPS:
         raise DeepSTDPError(f"the binary code takes at most {MAX_BINARY_STEPS} steps per layer "
                             f"({2**MAX_BINARY_STEPS - 1} levels), got {max(steps)}")
+    if max(steps) > MAX_RATE_STEPS:
+        raise DeepSTDPError(f"the {coding} code is simulated for at most {MAX_RATE_STEPS} steps, "
+                            f"got {max(steps)}")
