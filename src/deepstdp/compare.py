@@ -289,7 +289,8 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
     if spiking is not None:
         summary["spiking"] = spiking_summary(out, clusterers, seeds, spiking)
     write_json_atomic(out / SUMMARY, summary)
-    plot_compare_curves(data, out / CURVES)
+    plot_compare_curves(data, out / CURVES, f"{out.name}: {', '.join(clusterers)}, mean ± std "
+                                            f"over seeds {seeds}")
     # Summed over runs from their own logs, so a resumed comparison still counts every epoch.
     seconds = sum(float(d["seconds"][:, -1].sum()) for d in data.values())
     # Pictures of the last seed's final clustering, for the Deep-STDP run if there is one.
@@ -300,10 +301,11 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
     labels = np.asarray(ck.labels)
     train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
                              classes=cfg.classes, progress=False)
-    plot_cluster_grid(train_set.images, labels, out / CLUSTERS)
+    plot_cluster_grid(train_set.images, labels, out / CLUSTERS,
+                      title=f"{out.name}: {shown}, seed {seeds[-1]}, epoch {ck.epoch}")
     m = contingency(train_set.labels, labels)
     plot_confusion(m, train_set.classes, out / CONFUSION,
-                   f"{shown}, seed {seeds[-1]}, epoch {ck.epoch}")
+                   f"{out.name}: {shown}, seed {seeds[-1]}, epoch {ck.epoch}")
     write_text_atomic(out / REPORT, comparison_markdown(summary, clusterers, command, seconds,
                                                         (CURVES, CLUSTERS, CONFUSION)))
     return summary

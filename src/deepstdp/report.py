@@ -48,7 +48,8 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str | None 
     plt.close(fig)
 
 
-def plot_compare_curves(data: dict[str, dict[str, Any]], path: str | Path) -> None:
+def plot_compare_curves(data: dict[str, dict[str, Any]], path: str | Path,
+                        title: str | None = None) -> None:
     """Mean over seeds per clusterer with a +-1 std band; top row train, bottom row val, the
     right column the feature diagnostics (k-NN above, linear probe below)."""
     fig, axes = plt.subplots(2, 4, figsize=(16, 6.4), constrained_layout=True, sharex=True)
@@ -70,13 +71,17 @@ def plot_compare_curves(data: dict[str, dict[str, Any]], path: str | Path) -> No
             if row == 1:
                 ax.set_xlabel("epoch")
     axes[0, 0].legend()
+    for ax in axes[1]:
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    if title:
+        fig.suptitle(title)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=110))
     plt.close(fig)
 
 
 def plot_cluster_grid(images: Any, labels: Any, path: str | Path, per_cluster: int = 10,
-                      seed: int = 0) -> None:
-    """A row of random member images per cluster (largest cluster first)."""
+                      seed: int = 0, title: str | None = None) -> None:
+    """A row of random member images per cluster (largest cluster first), under `title`."""
     rng = np.random.default_rng(seed)
     order = np.argsort(-np.bincount(labels))
     order = [c for c in order if (labels == c).any()]
@@ -91,6 +96,8 @@ def plot_cluster_grid(images: Any, labels: Any, path: str | Path, per_cluster: i
                 img = images[pick[j]]
                 ax.imshow(img.squeeze(-1) if img.shape[-1] == 1 else img, cmap="gray")
         axes[r, 0].set_title(f"cluster {c} ({len(members)})", fontsize=7, loc="left")
+    if title:
+        fig.suptitle(title, fontsize=9)
     atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=90, bbox_inches="tight"))
     plt.close(fig)
 
@@ -103,6 +110,8 @@ def plot_confusion(matrix: Any, class_names: list[str], path: str | Path, title:
     for (i, j), v in np.ndenumerate(matrix):
         ax.text(j, i, str(v), ha="center", va="center", fontsize=6)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=7)
+    ax.set_xticks(range(matrix.shape[1]))
+    ax.tick_params(axis="x", labelsize=6)
     ax.set_xlabel("cluster")
     ax.set_ylabel("true class")
     ax.set_title(title, fontsize=9)
