@@ -305,13 +305,17 @@ def test_export_command_writes_either_format(run_dir, tmp_path, capsys):
     assert np.allclose(graph.nodes["head.2"].weight, snn.ops[-2].weight.numpy())
     assert capsys.readouterr().err == ""
 
-    assert main(["export", str(run_dir), "--nir", str(path), "--format", "portable"]) == 0
+    assert main(["export", str(run_dir), "--nir", str(path), "--format", "portable"]) == 2
+    assert "exists; replace it (force)" in capsys.readouterr().err  # never over a file unasked
+    assert main(["export", str(run_dir), "--nir", str(path), "--format", "portable",
+                 "--force"]) == 0
     graph = nir.read(path)
     assert graph.metadata["format"] == "portable"
     assert graph.nodes["head.2"].weight.shape == (64, 32, 2, 2)  # the linear layer as a conv
     assert "portable format" in (out := capsys.readouterr()).out and "start at 0" in out.err
 
-    assert main(["export", str(run_dir), "--nir", str(path), "--format", "sinabs"]) == 0
+    assert main(["export", str(run_dir), "--nir", str(path), "--format", "sinabs",
+                 "--force"]) == 0
     graph = nir.read(path)
     assert graph.metadata["format"] == "sinabs" and "SingleSpike" in graph.metadata["reader"]
     assert isinstance(graph.nodes["body.3"], nir.SumPool2d)
