@@ -265,14 +265,13 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from deepstdp.compare import REPORT, check_runs, read_spec, run_all, write_report
+    from deepstdp.compare import REPORT, read_spec, run_all, write_report
     from deepstdp.conversion.evaluation import parse_timesteps
     from deepstdp.report import READOUT_TITLES
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
     seeds = parse_list(args.seeds, int, "--seeds")
-    check_runs(cfg, clusterers, seeds)
     out = Path(args.out)
     if args.report_only:
         read_spec(out)
@@ -414,7 +413,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-
     from deepstdp import threads
     from deepstdp.conversion.nir_export import export_run
 

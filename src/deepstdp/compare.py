@@ -43,8 +43,8 @@ SPEC, RUNS, SUMMARY, REPORT = COMPARISON, "runs", "summary.json", "report.md"
 CURVES, CLUSTERS, CONFUSION = "curves.png", "clusters.png", "confusion.png"
 METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "knn_acc", "probe_acc",
            "mv_acc", "val_mv_acc")
-"""Per-epoch metrics read from each run; a run from before 0.9 lacks the majority vote
-(`mv_acc`, `val_mv_acc`), which then reads as NaN."""
+"""Per-epoch metrics read from each run; a run written by 0.8 or before lacks the majority
+vote (`mv_acc`, `val_mv_acc`), which then reads as NaN and its readouts are left out."""
 READOUTS = {"hungarian": ("acc", "acc"), "majority": ("mv_acc", "mv_acc"),
             "cross_protocol": ("acc", "mv_acc")}
 """The comparisons of the summary, as (baseline's metric, challenger's metric): each scored

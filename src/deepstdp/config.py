@@ -26,16 +26,13 @@ CARRIES = ("continue", "targets", "fresh")
 KMEANS_BACKENDS = ("auto", "sklearn", "faiss")
 """The choices of the settings above, each in one tuple: the modules that implement a
 choice, the command line and RULES all read it from here (this module is light)."""
+_DEEPCLUSTER = {
+    "head": "reset", "sobel": True, "views": 1, "pool": "max", "proj_dim": 0, "dropout": 0.5,
+    "crop_scale": 0.08, "jitter": 0.0, "grayscale": 0.0, "batch_size": 256, "lr": 0.05,
+    "schedule": "constant", "warmup_epochs": 0, "momentum": 0.9, "weight_decay": 1e-5,
+    "sampling": "uniform", "balance": "none", "target_keep": 1.0, "k_train": None}
 RECIPES: dict[str, dict[str, Any]] = {
-    "v2": {},
-    "deepcluster": {
-        "head": "reset", "sobel": True, "views": 1, "pool": "max", "proj_dim": 0,
-        "dropout": 0.5, "crop_scale": 0.08, "jitter": 0.0, "grayscale": 0.0,
-        "batch_size": 256, "lr": 0.05, "schedule": "constant", "warmup_epochs": 0,
-        "momentum": 0.9, "weight_decay": 1e-5, "sampling": "uniform", "balance": "none",
-        "target_keep": 1.0, "k_train": None},
-    "paper": {},  # below: deepcluster at Tiny ImageNet's own 64 px
-}
+    "v2": {}, "deepcluster": _DEEPCLUSTER, "paper": {**_DEEPCLUSTER, "image_size": 64}}
 """Named sets of settings over the defaults (`TrainConfig.of_recipe`, `--recipe`); options
 given explicitly override them, and config.json stores every value resolved.
 
@@ -52,7 +49,6 @@ given explicitly override them, and config.json stores every value resolved.
   (docs/reproduction.md).
 - paper: deepcluster at 64 px, Tiny ImageNet's own resolution, the paper's setting as far as
   its abstract and baseline tell (docs/reproduction.md)."""
-RECIPES["paper"] = {**RECIPES["deepcluster"], "image_size": 64}
 BEFORE_0_6 = {"sparsity": 0.0}
 """The values of the settings that 0.6 added, for the runs saved before them."""
 
@@ -362,7 +358,7 @@ class TrainConfig:
         if unknown:
             raise DeepSTDPError(f"unknown setting(s) in config: {', '.join(unknown)}")
         recipe = d.get("recipe", cls.recipe)
-        if recipe not in RECIPES:
+        if not isinstance(recipe, str) or recipe not in RECIPES:
             raise SettingError("recipe", f"must be {RULES['recipe']}, got {recipe!r}")
         return cls(**{**RECIPES[recipe], **d})
 

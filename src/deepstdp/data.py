@@ -202,9 +202,9 @@ def _decode(path: Path) -> np.ndarray:
                                     f"{'32-bit integers' if im.mode == 'I' else 'floats'} "
                                     "of no stated range; save it with 8 or 16 bits")
             return np.asarray(im.convert("RGB"))
+    except DeepSTDPError:
+        raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        if isinstance(e, DeepSTDPError):
-            raise
         raise DeepSTDPError(f"cannot read image {path}: {e}") from None
 
 

@@ -352,9 +352,9 @@ def load_spiking(run_dir: str | Path, progress: bool = False) -> SpikingNet:
             if state["checkpoint_sha256"] == digest:
                 return SpikingNet.from_state_dict(state)
             settings = ConversionSettings.from_dict(state["settings"])
+        except DeepSTDPError:
+            raise
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            if isinstance(e, DeepSTDPError):
-                raise
             raise DeepSTDPError(f"{path} is not a deepstdp converted network ({e!r}); "
                                 f"{remedy}") from None
     if progress:

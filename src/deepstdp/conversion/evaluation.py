@@ -89,12 +89,15 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         compute = resumed(run.checkpoint.precision, dev)
         data = Data(**run.config.data_options(), progress=progress)
 
-        def cluster(features: np.ndarray) -> np.ndarray:
-            return run.clusterer.predict(run.pca.transform(embed(run.model, features)))
+        def whiten(features: np.ndarray) -> np.ndarray:
+            return run.pca.transform(embed(run.model, features))
 
-        def margin(features: np.ndarray) -> np.ndarray | None:
+        def cluster(features: np.ndarray) -> np.ndarray:
+            return run.clusterer.predict(whiten(features))
+
+        def margin(z: np.ndarray) -> np.ndarray | None:
             try:
-                return run.clusterer.margin(run.pca.transform(embed(run.model, features)))
+                return run.clusterer.margin(z)
             except DeepSTDPError:  # a clusterer without a margin: no confident half
                 return None
 
@@ -103,9 +106,9 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
             xs = x[idx]
-            feats = extract_features(run.model, xs, compute)
-            splits[name] = Split(xs.to(dev), y[idx.numpy()], cluster(feats), margin(feats))
-            targets[name] = run.targets.predict(run.pca.transform(embed(run.model, feats)))
+            z = whiten(extract_features(run.model, xs, compute))
+            splits[name] = Split(xs.to(dev), y[idx.numpy()], run.clusterer.predict(z), margin(z))
+            targets[name] = run.targets.predict(z)
         ann = {f"{p}{m}": v for name, p in SPLITS
                for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
         # Diehl & Cook's readout: the target clusters named on the (evaluated) train images.

@@ -35,9 +35,11 @@ simulated here, and float32 resolves no more."""
 MAX_RATE_STEPS = 4096
 """The rate codes' longest simulation: 4,096 levels, beyond every T measured to matter
 (docs/conversion.md: agreement saturates by T = 256); a longer one only runs for hours."""
-MAX_CALIB_IMAGES = 10_000
+MAX_CALIB_IMAGES = 4096
 """The most calibration images: the thresholds are percentiles of activations that the
-default 512 already pin down, and every image's activations are held in memory at once."""
+default 512 already pin down, and the positive activations of every image (up to a million
+values per layer and batch of 64) are kept until the percentiles are taken, a few GB at this
+bound."""
 TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8), "layered": (2, 4, 8, 16, 32, 64),
              "synchronous": (16, 32, 64, 128, 256)}
 """The steps `evaluate --spiking` simulates unless told, per coding."""
