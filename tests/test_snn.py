@@ -260,6 +260,21 @@ def test_same_seed_same_result(blobs):
     assert not np.array_equal(a.weights_, c.weights_)
 
 
+def test_verbose_shows_each_pass_on_stderr_and_changes_nothing(blobs, capsys, monkeypatch):
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    x = blobs[0]
+    quiet = STDPClustering(5, random_state=4, epochs=2, n_init=2).fit(x)
+    assert capsys.readouterr().err == ""
+    loud = STDPClustering(5, random_state=4, epochs=2, n_init=2, verbose=True).fit(x)
+    err = capsys.readouterr().err
+    passes = 2 * (2 + STDPSettings.consolidation + 1)  # starts x (training, consolidation, label)
+    assert "spiking layer (5 clusters)" in err and f"0/{passes} " in err
+    np.testing.assert_array_equal(quiet.weights_, loud.weights_)
+    np.testing.assert_array_equal(quiet.labels_, loud.labels_)
+    loud.partial_fit(x)
+    assert f"0/{passes // 2} " in capsys.readouterr().err
+
+
 def test_random_state_none_or_generator_draws_the_seed(blobs):
     x = blobs[0]
     seeds = {STDPClustering(5, random_state=None, epochs=1).fit(x).seed_ for _ in range(3)}
@@ -353,7 +368,7 @@ def test_clone_pipeline_and_grid_search(digits):
 def test_settings_are_the_estimators_parameters_and_defaults():
     params = inspect.signature(STDPClustering).parameters
     fields = dataclasses.fields(STDPSettings)
-    assert {f.name for f in fields} == set(params) - {"n_clusters", "random_state"}
+    assert {f.name for f in fields} == set(params) - {"n_clusters", "random_state", "verbose"}
     for f in fields:
         assert params[f.name].default == f.default, f.name
     settings = dataclasses.replace(STDPSettings(), time=120, n_neurons=12)

@@ -248,3 +248,20 @@ def test_a_run_saved_before_the_recipes_and_majority_vote_loads_and_reports(tmp_
 
     plot_curves(rows, tmp_path / "curves.png", "old run")
     assert (tmp_path / "curves.png").stat().st_size > 0
+
+
+def test_the_spiking_layers_show_their_progress_when_asked(capsys, monkeypatch):
+    from deepstdp.training import cluster
+
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    cfg = TrainConfig(clusterer="stdp", stdp={"time": 50, "epochs": 1, "n_init": 1}, seed=2,
+                      **SMALL)
+    emb = np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32)
+    _, quiet = cluster(cfg, emb, None, None, 10, 20, 0)
+    assert "spiking layer" not in capsys.readouterr().err
+    _, loud = cluster(cfg, emb, None, None, 10, 20, 0, progress=True)
+    err = capsys.readouterr().err
+    assert "spiking layer (10 clusters)" in err and "spiking layer (20 clusters)" in err
+    np.testing.assert_array_equal(quiet.evaluated.labels_, loud.evaluated.labels_)
+    cluster(cfg, emb, loud, None, 10, 20, 1, progress=True)  # the targets layer carried on
+    assert "spiking layer (20 clusters)" in capsys.readouterr().err

@@ -290,7 +290,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 force=args.force, quiet=args.quiet)
     command = shlex.join(["deepstdp", *sys.argv[1:]]) if args.command_line is None \
         else args.command_line
-    summary = write_report(out, clusterers, seeds, command, spiking)
+    summary = write_report(out, clusterers, seeds, command, spiking, progress=not args.quiet)
     for c in clusterers:
         s = summary[c]
         print(f"{c:>7}: final ACC {s['final_acc']['mean']:.3f} ± {s['final_acc']['std']:.3f}"
@@ -355,7 +355,7 @@ def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, 
         pca = PCAWhitening(cfg.pca_dim).fit(x_train)
         x_train, x_val, shape = pca.transform(x_train), pca.transform(x_val), None
     k = cfg.k or sets[0].n_classes
-    clusterer = registry.make_clusterer(cfg, k, cfg.seed)
+    clusterer = registry.make_clusterer(cfg, k, cfg.seed, progress)
     labels = clusterer.fit_predict(x_train)
     result = {"train": cluster_metrics(sets[0].labels, labels),
               "val": cluster_metrics(sets[1].labels, clusterer.predict(x_val)),

@@ -243,7 +243,7 @@ def gains(b: dict[str, np.ndarray], c: dict[str, np.ndarray], bs: dict[str, Any]
 
 
 def spiking_summary(out: Path, clusterers: list[str], seeds: list[int],
-                    check: SpikingCheck) -> dict[str, Any]:
+                    check: SpikingCheck, progress: bool = False) -> dict[str, Any]:
     """Per clusterer, mean ± std over seeds at each run's smallest T whose train agreement
     with its CNN's clusters reaches AGREEMENT (the largest T simulated where none does): T,
     agreement (train, val, the surer half), SOPs / MACs and energy. Each run is converted
@@ -261,7 +261,7 @@ def spiking_summary(out: Path, clusterers: list[str], seeds: list[int],
         for s in seeds:
             rows = evaluate_run(run_dir(out, c, s), check.steps, limit=check.limit,
                                 threads=check.threads, readout=check.readout,
-                                coding=check.coding)["rows"]
+                                coding=check.coding, progress=progress)["rows"]
             row = next((r for r in rows if r["agreement"] >= AGREEMENT), rows[-1])
             picked.append({**row, "sops_per_mac": row["sops_per_image"] / row["macs_per_image"],
                            "reached": row["agreement"] >= AGREEMENT})
@@ -272,7 +272,8 @@ def spiking_summary(out: Path, clusterers: list[str], seeds: list[int],
 
 
 def write_report(out: Path, clusterers: list[str], seeds: list[int],
-                 command: str, spiking: SpikingCheck | None = None) -> dict[str, Any]:
+                 command: str, spiking: SpikingCheck | None = None,
+                 progress: bool = False) -> dict[str, Any]:
     """summary.json, report.md and its pictures, from the finished runs in OUT/runs; with
     `spiking`, each run's converted network too (spiking_summary)."""
     from deepstdp.data import load_dataset
@@ -287,7 +288,7 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
     data = {c: curves(out, c, seeds) for c in clusterers}
     summary = summarise(out, clusterers, seeds, data=data)
     if spiking is not None:
-        summary["spiking"] = spiking_summary(out, clusterers, seeds, spiking)
+        summary["spiking"] = spiking_summary(out, clusterers, seeds, spiking, progress)
     write_json_atomic(out / SUMMARY, summary)
     plot_compare_curves(data, out / CURVES, f"{out.name}: {', '.join(clusterers)}, mean ± std "
                                             f"over seeds {seeds}")

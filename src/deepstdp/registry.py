@@ -57,8 +57,16 @@ def validated(cfg: TrainConfig) -> TrainConfig:
     return cfg
 
 
-def make_clusterer(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
-    return kind_of(cfg.clusterer).build(cfg, k, seed)
+def make_clusterer(cfg: TrainConfig, k: int, seed: int, verbose: bool = False) -> Clusterer:
+    return show_progress(kind_of(cfg.clusterer).build(cfg, k, seed), verbose)
+
+
+def show_progress(clusterer: Clusterer, on: bool) -> Clusterer:
+    """Turn a clusterer's progress bar on or off, for clusterers that have one (scikit-learn's
+    `verbose` parameter): a spiking fit on many samples takes minutes."""
+    if "verbose" in clusterer.get_params():
+        clusterer.set_params(verbose=on)
+    return clusterer
 
 
 def _kmeans(cfg: TrainConfig, k: int, seed: int) -> Clusterer:

@@ -35,7 +35,7 @@ from deepstdp.firing import FiringCost
 from deepstdp.metrics import cluster_metrics, cluster_sizes, majority_metrics
 from deepstdp.models import ConvNet
 from deepstdp.probes import knn_accuracy, linear_probe_accuracy
-from deepstdp.registry import kind_of, make_clusterer, validated
+from deepstdp.registry import kind_of, make_clusterer, show_progress, validated
 from deepstdp.rundir import CURVES, PICTURES, Checkpoint, RunDir
 from deepstdp.targets import centroids, sinkhorn, uniform_sample
 from deepstdp.tensorboard_log import TensorBoardLog
@@ -64,9 +64,10 @@ class Clusterings(NamedTuple):
         return {"evaluated": self.evaluated.state_dict(), "targets": self.targets.state_dict()}
 
 
-def make_clusterings(cfg: TrainConfig, k: int, k_train: int, seed: int) -> Clusterings:
-    evaluated = make_clusterer(cfg, k, seed)
-    targets = evaluated if k_train == k else make_clusterer(cfg, k_train, seed + 1)
+def make_clusterings(cfg: TrainConfig, k: int, k_train: int, seed: int,
+                     verbose: bool = False) -> Clusterings:
+    evaluated = make_clusterer(cfg, k, seed, verbose)
+    targets = evaluated if k_train == k else make_clusterer(cfg, k_train, seed + 1, verbose)
     return Clusterings(evaluated, targets)
 
 
@@ -197,8 +198,9 @@ def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tenso
 
 def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
             last_pca: PCAWhitening | None, k: int, k_train: int,
-            epoch: int) -> tuple[PCAWhitening, Clusterings]:
-    """PCA-whiten and cluster; the spiking layers may continue from last epoch's weights."""
+            epoch: int, progress: bool = False) -> tuple[PCAWhitening, Clusterings]:
+    """PCA-whiten and cluster; the spiking layers may continue from last epoch's weights.
+    progress: the clusterers' own progress bars, where they have them."""
     pca = PCAWhitening(cfg.pca_dim).fit(emb)
     if cfg.align_pca and last_pca is not None:
         pca.align_to(last_pca, emb)
@@ -207,16 +209,16 @@ def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
     one_layer = last is not None and last.targets is last.evaluated
     if carry and (cfg.stdp_carry == "continue" or cfg.stdp_carry == "targets" and one_layer):
         for c in dict.fromkeys(last):  # once each, when evaluated and targets are one
-            c.partial_fit(z)
+            show_progress(c, progress).partial_fit(z)
         return pca, last
     seed = epoch_seed(cfg.seed, epoch, 0) % 2**31
     if carry and cfg.stdp_carry == "targets":
         # The targets layer goes on; the evaluated one meets today's features afresh.
-        last.targets.partial_fit(z)
-        evaluated = make_clusterer(cfg, k, seed)
+        show_progress(last.targets, progress).partial_fit(z)
+        evaluated = make_clusterer(cfg, k, seed, progress)
         evaluated.fit(z)
         return pca, Clusterings(evaluated, last.targets)
-    new = make_clusterings(cfg, k, k_train, seed)
+    new = make_clusterings(cfg, k, k_train, seed, progress)
     for c in dict.fromkeys(new):
         c.fit(z)
     return pca, new
@@ -380,7 +382,7 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
             with threads.pinned(min(threads.resolve(cfg.threads) * threads.local_processes(),
                                     threads.available())):
                 row.update(_cluster_and_measure(cfg, data, model, k, k_train, epoch, state,
-                                                feats, f_val))
+                                                feats, f_val, progress))
             row.update(time_train=t1 - t0, time_features=t2 - t1)
             _save(cfg, run, data, model, optimizer, k, epoch, state, row, log)
             if progress:
@@ -401,12 +403,12 @@ def _features(model: ConvNet, x: ImageTensor, compute: Compute, world: World,
 
 def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k_train: int,
                          epoch: int, state: LoopState, feats: np.ndarray,
-                         f_val: np.ndarray) -> dict[str, Any]:
+                         f_val: np.ndarray, progress: bool) -> dict[str, Any]:
     """Rank 0's part of an epoch: cluster, make the next targets, measure; updates `state`."""
     t2 = time.perf_counter()
     emb = embed(model, feats)
     state.pca, state.clusterings = cluster(cfg, emb, state.clusterings, state.pca, k, k_train,
-                                           epoch)
+                                           epoch, progress)
     clusterer = state.clusterings.evaluated
     new = clusterer.labels_
     last_targets = None if state.targets is None else state.targets.labels

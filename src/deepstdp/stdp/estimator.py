@@ -28,6 +28,7 @@ import numba
 import numpy as np
 from sklearn.cluster import SpectralClustering, kmeans_plusplus
 from sklearn.utils import check_random_state
+from tqdm import tqdm
 
 from deepstdp.clustering import Clusterer, _check_fitted, state_array, state_tensors
 from deepstdp.stdp import kernels
@@ -95,7 +96,8 @@ class STDPClustering(Clusterer):
     seed 0 by default, as KMeansClustering); and the settings of
     `deepstdp.stdp.settings.STDPSettings`, which documents each one's default and meaning.
     nu_pre, nu_post and wmax are in units of the mean weight, norm_ / (2 * D), so
-    they mean the same for any feature width D.
+    they mean the same for any feature width D. verbose: a progress bar over the passes of fit
+    and partial_fit (on stderr; changes no result).
 
     Attributes after fit: labels_; n_features_in_; n_neurons_ and tau_theta_ (the settings as
     resolved); seed_ (the kernels' seed, from random_state); norm_; weights_ (2D, n_neurons_)
@@ -141,6 +143,7 @@ class STDPClustering(Clusterer):
         anneal: float | None = STDPSettings.anneal,
         consolidation: int = STDPSettings.consolidation,
         n_init: int = STDPSettings.n_init,
+        verbose: bool = False,
     ):
         self.n_clusters = n_clusters
         self.random_state = random_state
@@ -173,6 +176,7 @@ class STDPClustering(Clusterer):
         self.anneal = anneal
         self.consolidation = consolidation
         self.n_init = n_init
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ public API
 
@@ -183,14 +187,15 @@ class STDPClustering(Clusterer):
         x = _writable(self._validate_fit_input(X))
         self.seed_ = self._seed()
         best: tuple[float, dict[str, Any]] | None = None
-        for start in range(self.n_init):
-            self._init_state(x, settings, start)
-            self._train(x, settings)
-            if self.n_init > 1:
-                q = self.quality(x)
-                if best is None or q > best[0]:
-                    best = (q, copy.deepcopy({k: v for k, v in vars(self).items()
-                                              if k.endswith("_")}))
+        with self._progress(self.n_init) as bar:
+            for start in range(self.n_init):
+                self._init_state(x, settings, start)
+                self._train(x, settings, bar)
+                if self.n_init > 1:
+                    q = self.quality(x)
+                    if best is None or q > best[0]:
+                        best = (q, copy.deepcopy({k: v for k, v in vars(self).items()
+                                                  if k.endswith("_")}))
         if best is not None:
             vars(self).update(best[1])
         return self
@@ -210,8 +215,16 @@ class STDPClustering(Clusterer):
         if not hasattr(self, "weights_"):
             return self.fit(X)
         settings = self._check_params()
-        self._train(_writable(self._validate_input(X)), settings)
+        with self._progress(1) as bar:
+            self._train(_writable(self._validate_input(X)), settings, bar)
         return self
+
+    def _progress(self, starts: int) -> tqdm:
+        """A bar over the passes `starts` fits make (training, consolidation, labelling), shown
+        when verbose: a fit on many samples takes minutes."""
+        return tqdm(total=starts * (self.epochs + self.consolidation + 1), unit="pass",
+                    desc=f"spiking layer ({self.n_clusters} clusters)", leave=False,
+                    disable=not self.verbose)
 
     def predict(self, X: Any) -> np.ndarray:
         """Cluster of the neuron spiking most on each sample (frozen network).
@@ -418,7 +431,7 @@ class STDPClustering(Clusterer):
                                 "to them; give norm to fit them anyway")
         return float(self.drive / (self.intensity * self.dt / 1000.0 * match))
 
-    def _train(self, x: np.ndarray, settings: STDPSettings) -> None:
+    def _train(self, x: np.ndarray, settings: STDPSettings, bar: tqdm) -> None:
         n_neurons = self.n_neurons_
         if (settings.n_neurons or self.n_clusters) != n_neurons:
             raise DeepSTDPError(f"the fitted layer has {n_neurons} neurons, the parameters ask "
@@ -439,6 +452,7 @@ class STDPClustering(Clusterer):
             self.history_["theta"].append(self.theta_.copy())
             self.train_reshown_ = int((shows > 1).sum())
             self.train_silent_ = int((shows > self.max_reshow + 1).sum())
+            bar.update()
         for _ in range(self.consolidation):
             if self.inference == "current":
                 self._expected_consolidation(x)
@@ -447,7 +461,9 @@ class STDPClustering(Clusterer):
                                            np.uint64(self.seed_), self.passes_,
                                            max(1, min(n, 4 * numba.get_num_threads())))
             self.passes_ += 1
+            bar.update()
         winners, runners, shows, _ = self._frozen(x)
+        bar.update()
         self._map_neurons(winners, runners)
         self.labels_ = self.neuron_cluster_[winners]
         self.labels_reshown_ = int((shows > 1).sum())
