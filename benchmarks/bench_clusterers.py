@@ -38,10 +38,10 @@ import numpy as np
 from sklearn.datasets import load_digits, make_blobs
 
 from deepstdp import KMeansClustering, PCAWhitening, STDPClustering
-from deepstdp.clustering import Clusterer
+from deepstdp.clustering.base import Clusterer
+from deepstdp.clustering.stdp.settings import STDPSettings
 from deepstdp.config import TrainConfig
-from deepstdp.metrics import cluster_metrics, majority_accuracy, majority_names
-from deepstdp.stdp.settings import STDPSettings
+from deepstdp.measures.metrics import cluster_metrics, majority_accuracy, majority_names
 
 
 def balance(labels: np.ndarray, k: int) -> dict[str, float]:
@@ -75,10 +75,10 @@ def run_features(run_dir: str, untrained: bool) -> tuple[np.ndarray, np.ndarray,
     """A run's train features as its loop clusters them (see the module docstring)."""
     import torch
 
-    from deepstdp.data import Data
-    from deepstdp.features import embed, extract_features
-    from deepstdp.models import ConvNet
-    from deepstdp.trained import load_run
+    from deepstdp.data.datasets import Data
+    from deepstdp.network.features import embed, extract_features
+    from deepstdp.network.models import ConvNet
+    from deepstdp.run.loaded import load_run
 
     run = load_run(run_dir)
     cfg = run.config
@@ -116,7 +116,7 @@ def run_methods(run_dir: str, stdp_kw: dict[str, object]
                 ) -> dict[str, Callable[[int, int], Clusterer]]:
     """k-means and STDP as the run's loop builds them (the registry, the run's settings)."""
     from deepstdp.registry import make_clusterer
-    from deepstdp.rundir import load_checkpoint
+    from deepstdp.run.rundir import load_checkpoint
 
     cfg = load_checkpoint(run_dir).config
     # A k-means run never used its STDP settings: it meets today's spiking layer.

@@ -57,7 +57,7 @@ def lloyd(x: np.ndarray, args: argparse.Namespace) -> tuple[float, int]:
     """Lloyd's iterations alone from random points: inertia and iterations."""
     from sklearn.cluster import KMeans
 
-    from deepstdp import clustering
+    from deepstdp.clustering import kmeans as clustering
 
     idx = np.random.default_rng(0).choice(len(x), args.k, replace=False)
     if args.backend == "sklearn":
@@ -73,7 +73,7 @@ def one(args: argparse.Namespace) -> dict[str, Any]:
     """One (backend, k, threads) configuration, in this process."""
     from threadpoolctl import threadpool_limits
 
-    from deepstdp.clustering import KMeansClustering, _import_faiss
+    from deepstdp.clustering.kmeans import KMeansClustering, _import_faiss
 
     if args.backend == "faiss":
         _import_faiss()  # its load time is not the fit's
@@ -123,15 +123,16 @@ def speed(args: argparse.Namespace) -> None:
 def quality(args: argparse.Namespace) -> None:
     from sklearn.datasets import load_digits
 
-    from deepstdp.clustering import KMeansClustering, PCAWhitening
-    from deepstdp.metrics import cluster_acc
+    from deepstdp.clustering.kmeans import KMeansClustering
+    from deepstdp.clustering.pca import PCAWhitening
+    from deepstdp.measures.metrics import cluster_acc
 
     digits = load_digits()
     sets = {"digits-pca32": (digits.data, digits.target)}
     if args.run:
-        from deepstdp.data import Data
-        from deepstdp.features import embed, extract_features
-        from deepstdp.trained import load_run
+        from deepstdp.data.datasets import Data
+        from deepstdp.network.features import embed, extract_features
+        from deepstdp.run.loaded import load_run
 
         run = load_run(args.run)
         data = Data(**run.config.data_options(), progress=False)

@@ -3,7 +3,7 @@
 For each committed epoch-40 feature set (benchmarks/features/), both clusterers fit k = 100
 clusters (the loop's targets), and the purity of their clusters (the share of each cluster's
 majority class, summed over clusters) is printed for all images and for the surest 70% and
-50% of every cluster (`deepstdp.training.surest`, the loop's --target-keep), ranked by each
+50% of every cluster (`deepstdp.loop.training.surest`, the loop's --target-keep), ranked by each
 clusterer's own margin (`Clusterer.margin`). Higher purity among the kept means the margin
 picks the images more likely to share their cluster's class.
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from deepstdp import KMeansClustering, STDPClustering
-from deepstdp.training import surest
+from deepstdp.loop.training import surest
 
 FEATURES = Path(__file__).parent / "features"
 

@@ -27,22 +27,22 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deepstdp import threads
-from deepstdp.augment import Augmentation
-from deepstdp.clustering import PCAWhitening
+from deepstdp.clustering.pca import PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data import Data, load_dataset
-from deepstdp.devices import choose
-from deepstdp.features import embed, extract_features
-from deepstdp.models import ConvNet
-from deepstdp.probes import knn_accuracy, linear_probe_accuracy
-from deepstdp.training import (
+from deepstdp.data.augment import Augmentation
+from deepstdp.data.datasets import Data, load_dataset
+from deepstdp.loop.training import (
     k_train_of,
     make_clusterings,
     make_targets,
     train,
     train_epoch,
 )
+from deepstdp.measures.probes import knn_accuracy, linear_probe_accuracy
+from deepstdp.network.features import embed, extract_features
+from deepstdp.network.models import ConvNet
+from deepstdp.runtime import threads
+from deepstdp.runtime.devices import choose
 
 GIB = 2**30
 

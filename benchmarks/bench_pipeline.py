@@ -16,14 +16,14 @@ import time
 
 import torch
 
-from deepstdp import devices
-from deepstdp.augment import random_resized_crop_flip
 from deepstdp.config import TrainConfig
-from deepstdp.data import Data
-from deepstdp.devices import Compute
-from deepstdp.features import batch_on, extract_features
-from deepstdp.models import ConvNet
-from deepstdp.training import train
+from deepstdp.data.augment import random_resized_crop_flip
+from deepstdp.data.datasets import Data
+from deepstdp.loop.training import train
+from deepstdp.network.features import batch_on, extract_features
+from deepstdp.network.models import ConvNet
+from deepstdp.runtime import devices
+from deepstdp.runtime.devices import Compute
 
 
 def _sync(device: torch.device) -> None:

@@ -137,6 +137,24 @@ def floors(graph: dict[str, set[str]]) -> dict[str, int]:
     return {m: height(c) for m, c in comp_of.items()}
 
 
+def folders(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The graph one level up: a room is a stage folder (all its modules, its sub-folders
+    included) or a module at the package's root; an arrow joins two different rooms when any
+    module of one imports any module of the other. The package itself (deepstdp/__init__,
+    which holds the version and imports nothing) is left out."""
+    def room(m: str) -> str:
+        parts = m.split(".")
+        return ".".join(parts[:2])
+
+    out: dict[str, set[str]] = {}
+    for a, targets in graph.items():
+        if a == PACKAGE:
+            continue
+        out.setdefault(room(a), set()).update(room(b) for b in targets
+                                              if b != PACKAGE and room(b) != room(a))
+    return out
+
+
 def short(name: str) -> str:
     return name.removeprefix(f"{PACKAGE}.")
 
@@ -355,7 +373,11 @@ def main(argv: list[str] | None = None) -> None:
                    help="e.g. training.train:cfg (module relative to the package)")
     args = p.parse_args(argv)
     src = Path(args.src)
-    print(figure(edges(modules(src))))
+    graph = edges(modules(src))
+    print(figure(graph))
+    print()
+    print("folders and root modules:")
+    print(figure(folders(graph)))
     for spec in args.walk:
         where, _, param = spec.partition(":")
         module, _, function = where.rpartition(".")

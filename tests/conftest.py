@@ -62,7 +62,7 @@ if _spec and os.environ.get("KILL_RANK", _rank) == _rank:
         os.kill(os.getpid(), signal.SIGKILL)
 
     if _when in ("step", "hold"):
-        import deepstdp.training as _training
+        import deepstdp.loop.training as _training
         _real_epoch = _training.train_epoch
 
         def _train_epoch(model, optimizer, x, targets, cfg, epoch, *rest, **kw):
@@ -83,7 +83,7 @@ if _spec and os.environ.get("KILL_RANK", _rank) == _rank:
             return _real_epoch(model, optimizer, x, targets, cfg, epoch, *rest, **kw)
         _training.train_epoch = _train_epoch
     else:
-        import deepstdp.rundir as _rundir
+        import deepstdp.run.rundir as _rundir
         _real_write, _count = _rundir.atomic_write, [0]
 
         def _atomic_write(path, write):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deepstdp.augment import (
+from deepstdp.data.augment import (
     Augmentation,
     color_jitter,
     random_grayscale,
     random_resized_crop_flip,
 )
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 
 def _batch() -> torch.Tensor:

@@ -217,7 +217,7 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
     import inspect
 
     from deepstdp import cli, registry
-    from deepstdp.compare import run_all
+    from deepstdp.clustering.stdp.settings import STDPSettings
     from deepstdp.config import RULES, TrainConfig
     from deepstdp.conversion.evaluation import evaluate_run
     from deepstdp.conversion.nir_export import export_run
@@ -230,7 +230,7 @@ def test_every_default_the_command_line_shows_or_uses_is_the_librarys():
         ConversionSettings,
         SpikingCheck,
     )
-    from deepstdp.stdp.settings import STDPSettings
+    from deepstdp.loop.compare import run_all
 
     parser = cli.build_parser()
     commands = next(a for a in parser._actions

@@ -15,13 +15,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.utils.estimator_checks import check_estimator
 
 from deepstdp import KMeansClustering, PCAWhitening
-from deepstdp import clustering as clustering_module
-from deepstdp.clustering import NotFittedError
+from deepstdp.clustering import kmeans as clustering_module
+from deepstdp.clustering.base import NotFittedError
 from deepstdp.config import KMEANS_BACKENDS, RULES, TrainConfig
-from deepstdp.metrics import cluster_acc
+from deepstdp.loop.targets import uniform_sample
+from deepstdp.measures.metrics import cluster_acc
 from deepstdp.registry import make_clusterer
-from deepstdp.targets import uniform_sample
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 
 def correlated(n=500, d=20, seed=0):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from deepstdp.cli import main
-from deepstdp.compare import run_dir, summarise
+from deepstdp.loop.compare import run_dir, summarise
 
 
 def write_run(out, clusterer, seed, accs, seconds=1.0, mv=None):
@@ -106,9 +106,9 @@ def test_a_comparison_resumes_by_the_rule_its_runs_resume_by(tmp_path):
     the device included), in nothing else; resume and force exclude each other, as for a run."""
     import dataclasses
 
-    from deepstdp.compare import SPEC, check_comparison
     from deepstdp.config import TrainConfig
-    from deepstdp.util import DeepSTDPError
+    from deepstdp.loop.compare import SPEC, check_comparison
+    from deepstdp.runtime.util import DeepSTDPError
 
     def spec(cfg):
         return {"base": cfg.to_dict(), "clusterers": ["kmeans"], "seeds": [0]}
@@ -143,7 +143,7 @@ def test_summary_scores_each_readout_and_the_mismatch_of_protocols(tmp_path):
     assert (r["cross_protocol"]["baseline_metric"], r["cross_protocol"]["challenger_metric"]) \
         == ("acc", "mv_acc")
     assert s["stdp"]["final_val_mv_acc"]["mean"] == pytest.approx(0.29)
-    from deepstdp.report import comparison_markdown
+    from deepstdp.measures.report import comparison_markdown
 
     text = comparison_markdown(s, ["kmeans", "stdp"], "cmd", 1.0, [])
     assert "train majority vote (final)" in text and "a mismatch of protocols" in text

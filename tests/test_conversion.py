@@ -14,9 +14,9 @@ from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert, fold_network
 from deepstdp.conversion.network import run_ops
 from deepstdp.conversion.settings import ConversionSettings
-from deepstdp.models import ConvNet
-from deepstdp.training import train
-from deepstdp.util import DeepSTDPError
+from deepstdp.loop.training import train
+from deepstdp.network.models import ConvNet
+from deepstdp.runtime.util import DeepSTDPError
 
 # The default network (pooling, activation, ...) made small: what `deepstdp train` gives.
 TINY = dict(epochs=1, widths="16,M,32,M", feat_dim=64, pca_dim=32, image_size=16, threads=1,

@@ -1,4 +1,4 @@
-"""Tests for deepstdp.data, on a small dataset built per test in the official layout."""
+"""Tests for deepstdp.data.datasets, on a small dataset built per test in the official layout."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image
 
-from deepstdp import data
-from deepstdp.util import DeepSTDPError
+from deepstdp.data import datasets as data
+from deepstdp.runtime.util import DeepSTDPError
 
 SHARED = Path(__file__).parents[2] / "shared" / "data"
 # Listed unsorted on purpose: classes are numbered in sorted order.
@@ -347,8 +347,8 @@ def test_image_tensor_holds_the_uint8_images_only() -> None:
 
 
 def test_features_of_an_image_tensor_equal_those_of_the_converted_set() -> None:
-    from deepstdp.features import extract_features
-    from deepstdp.models import ConvNet
+    from deepstdp.network.features import extract_features
+    from deepstdp.network.models import ConvNet
 
     images = np.random.default_rng(2).integers(0, 256, (37, 16, 16, 3), dtype=np.uint8)
     mean, std = data.channel_stats(images)

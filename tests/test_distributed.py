@@ -15,9 +15,9 @@ import pytest
 from conftest import fault_site
 
 from deepstdp.config import TrainConfig
-from deepstdp.distributed import ALONE, World
-from deepstdp.trained import load_run
-from deepstdp.training import train
+from deepstdp.loop.training import train
+from deepstdp.run.loaded import load_run
+from deepstdp.runtime.distributed import ALONE, World
 
 DEEPSTDP = str(Path(sys.executable).parent / "deepstdp")
 ARGS = ["--epochs", "2", "--threads", "1", "--precision", "fp32", "--quiet"]
@@ -163,8 +163,8 @@ def test_shards_cover_every_row_once():
 def test_a_device_that_is_not_there_is_a_setting_error(device):
     import torch
 
-    from deepstdp import devices
-    from deepstdp.util import SettingError
+    from deepstdp.runtime import devices
+    from deepstdp.runtime.util import SettingError
 
     if device.startswith("cuda") and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -12,8 +12,8 @@ from test_qcfs import qcfs_net
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import analog_rates, calibrate, convert, load_spiking
-from deepstdp.firing import FiringCost
-from deepstdp.training import train
+from deepstdp.loop.training import train
+from deepstdp.network.firing import FiringCost
 
 
 @pytest.fixture(autouse=True)

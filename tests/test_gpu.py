@@ -10,12 +10,12 @@ from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert_run
 from deepstdp.conversion.evaluation import evaluate_run
 from deepstdp.conversion.settings import ConversionSettings
-from deepstdp.data import Data
-from deepstdp.devices import Compute
-from deepstdp.features import extract_features
-from deepstdp.models import ConvNet
-from deepstdp.trained import load_run
-from deepstdp.training import train
+from deepstdp.data.datasets import Data
+from deepstdp.loop.training import train
+from deepstdp.network.features import extract_features
+from deepstdp.network.models import ConvNet
+from deepstdp.run.loaded import load_run
+from deepstdp.runtime.devices import Compute
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -9,10 +9,10 @@ import torch
 from test_conversion import random_net
 from test_qcfs import qcfs_net
 
-from deepstdp.activations import QCFS
 from deepstdp.conversion.converter import convert
 from deepstdp.conversion.network import SpikingNet, run_ops
-from deepstdp.util import DeepSTDPError
+from deepstdp.network.activations import QCFS
+from deepstdp.runtime.util import DeepSTDPError
 
 
 @pytest.fixture(autouse=True)
@@ -131,7 +131,7 @@ def test_relu_networks_pool_after_their_relu_unless_told_to_pool_first():
     from torch import nn
 
     from deepstdp.config import TrainConfig
-    from deepstdp.models import ConvNet
+    from deepstdp.network.models import ConvNet
 
     def order(cfg: TrainConfig) -> list[str]:
         body = ConvNet.from_config(cfg, 3, 10).body

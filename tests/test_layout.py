@@ -24,12 +24,34 @@ def test_no_module_imports_one_on_its_own_floor_or_higher():
     assert [c for c in graph_tools.circles(graph) if len(c) > 1] == []
     level = graph_tools.floors(graph)
     assert all(level[b] < level[a] for a, targets in graph.items() for b in targets)
-    assert "deepstdp.training" not in graph["deepstdp.conversion.converter"] | \
+    assert "deepstdp.loop.training" not in graph["deepstdp.conversion.converter"] | \
         graph["deepstdp.conversion.evaluation"]  # the spiking stage stands beside the loop
 
 
+def test_no_folder_imports_one_on_its_own_floor_or_higher():
+    graph_tools = import_graph()
+    folders = graph_tools.folders(graph_tools.edges(graph_tools.modules(ROOT / "src")))
+    assert [c for c in graph_tools.circles(folders) if len(c) > 1] == []
+    level = graph_tools.floors(folders)
+    assert all(level[b] < level[a] for a, targets in folders.items() for b in targets)
+
+
+def test_every_module_is_in_a_stage_folder_or_a_root_module_of_the_table():
+    """docs/pipeline.md's architecture table is the map: a newcomer finds any part in one hop."""
+    table = (ROOT / "docs" / "pipeline.md").read_text().split("## Architecture")[1]
+    table = table.split("\n\n")[2]
+    graph_tools = import_graph()
+    rooms = graph_tools.folders(graph_tools.edges(graph_tools.modules(ROOT / "src")))
+    for room in rooms:
+        name = room.removeprefix("deepstdp.")
+        assert f"`{name}/`" in table or f"`{name}`" in table, name
+    roots = [p.stem for p in (ROOT / "src" / "deepstdp").glob("*.py") if p.stem != "__init__"]
+    assert sorted(roots) == ["cli", "config", "registry"]
+
+
 def test_the_command_line_and_the_settings_load_without_torch_or_numba():
-    code = ("import sys, deepstdp.cli, deepstdp.config, deepstdp.rundir, "
-            "deepstdp.stdp.settings, deepstdp.conversion.settings; "
+    code = ("import sys, deepstdp.cli, deepstdp.config, deepstdp.run.rundir, "
+            "deepstdp.clustering, deepstdp.clustering.choices, deepstdp.clustering.stdp.settings, "
+            "deepstdp.conversion.settings; "
             "assert not {'torch', 'numba'} & set(sys.modules), sorted(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

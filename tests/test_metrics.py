@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from deepstdp.metrics import cluster_acc, cluster_metrics, cluster_sizes, contingency
+from deepstdp.measures.metrics import cluster_acc, cluster_metrics, cluster_sizes, contingency
 
 
 def test_acc_is_invariant_to_cluster_permutation():
@@ -39,7 +39,7 @@ def test_contingency_and_sizes():
 
 
 def test_majority_vote_names_mixed_empty_and_unseen_clusters():
-    from deepstdp.metrics import majority_accuracy, majority_metrics, majority_names
+    from deepstdp.measures.metrics import majority_accuracy, majority_metrics, majority_names
 
     # Cluster 0 holds classes 0,0,1 (named 0); cluster 1 holds 2,1,1 (named 1); cluster 2 holds
     # one image of class 2; cluster 3 holds none (unnamed); cluster 4 ties 1 and 0 (named 0).
@@ -57,7 +57,7 @@ def test_majority_vote_names_mixed_empty_and_unseen_clusters():
 
 
 def test_majority_vote_rewards_overclustering_where_hungarian_does_not():
-    from deepstdp.metrics import majority_accuracy, majority_names
+    from deepstdp.measures.metrics import majority_accuracy, majority_names
 
     y = np.array([0, 0, 1, 1])
     p = np.array([0, 1, 2, 3])  # one image a cluster: every cluster pure

@@ -18,12 +18,12 @@ from deepstdp.conversion.converter import convert
 from deepstdp.conversion.network import SpikingNet
 from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, sinabs_from_nir, to_nir
 from deepstdp.conversion.settings import NIR_FORMATS, ConversionSettings
-from deepstdp.data import Data
-from deepstdp.models import ConvNet
-from deepstdp.rundir import load_checkpoint
-from deepstdp.trained import model_from_checkpoint
-from deepstdp.training import train
-from deepstdp.util import DeepSTDPError
+from deepstdp.data.datasets import Data
+from deepstdp.loop.training import train
+from deepstdp.network.models import ConvNet
+from deepstdp.run.loaded import model_from_checkpoint
+from deepstdp.run.rundir import load_checkpoint
+from deepstdp.runtime.util import DeepSTDPError
 
 nir = pytest.importorskip("nir")
 
@@ -323,7 +323,7 @@ def test_export_command_writes_either_format(run_dir, tmp_path, capsys):
 
 
 def test_stdp_layer_is_in_the_exact_file_only():
-    from deepstdp.stdp.estimator import STDPClustering
+    from deepstdp.clustering.stdp.estimator import STDPClustering
 
     feats = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
     stdp = STDPClustering(3, n_neurons=4, time=30, random_state=0).fit(feats)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from deepstdp import probes
+from deepstdp.measures import probes
 
 
 def overlapping(n_train: int, n_test: int, classes: int = 4, d: int = 8):

@@ -8,13 +8,13 @@ import pytest
 import torch
 from test_conversion import random_net
 
-from deepstdp.activations import QCFS, qcfs
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert, fold_network, relu_percentiles
 from deepstdp.conversion.network import Op, SpikingNet
 from deepstdp.conversion.settings import ConversionSettings
-from deepstdp.models import ConvNet
-from deepstdp.util import DeepSTDPError
+from deepstdp.network.activations import QCFS, qcfs
+from deepstdp.network.models import ConvNet
+from deepstdp.runtime.util import DeepSTDPError
 
 
 @pytest.fixture(autouse=True)
@@ -138,7 +138,7 @@ def test_trained_qcfs_run_converts_at_few_steps(tmp_path):
     from test_conversion import TINY
 
     from deepstdp.cli import main
-    from deepstdp.training import train
+    from deepstdp.loop.training import train
 
     run = tmp_path / "run"
     # 8 -> 4 -> 2: every spiking layer is a QCFS (no pooling before the head)

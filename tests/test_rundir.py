@@ -16,9 +16,9 @@ from conftest import fault_site, wait_for
 from deepstdp import load_run
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
-from deepstdp.rundir import Checkpoint, RunDir
-from deepstdp.training import train
-from deepstdp.util import DeepSTDPError
+from deepstdp.loop.training import train
+from deepstdp.run.rundir import Checkpoint, RunDir
+from deepstdp.runtime.util import DeepSTDPError
 
 SMALL = dict(widths="16,M", feat_dim=32, pca_dim=16, image_size=12, threads=1,
              precision="fp32", k_train=20)
@@ -111,7 +111,7 @@ def test_force_with_a_bad_input_leaves_the_finished_run_alone(tmp_path, capsys, 
 
 
 def test_a_start_that_fails_before_its_first_checkpoint_leaves_no_trace(tmp_path, monkeypatch):
-    import deepstdp.training as training
+    import deepstdp.loop.training as training
 
     def broken(*args, **kwargs):
         raise DeepSTDPError("clustering failed")
@@ -225,8 +225,8 @@ def test_tensorboard_log_has_every_epochs_scalars_and_pictures(tmp_path):
 
 
 def test_a_run_saved_before_0_5_loads_with_the_spiking_layer_it_ran():
+    from deepstdp.clustering.stdp.settings import BEFORE_0_5
     from deepstdp.config import TrainConfig
-    from deepstdp.stdp.settings import BEFORE_0_5
 
     saved = TrainConfig(clusterer="stdp").to_dict()
     for name in ("synapse", "weight_norm", "consolidation", "n_init", "anneal", "inference"):

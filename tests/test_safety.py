@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deepstdp import threads
 from deepstdp.cli import build_parser, main
+from deepstdp.runtime import threads
 
 SMALL = ["--precision", "fp32", "--k-train", "20", "--widths", "16,M", "--feat-dim", "32",
          "--pca-dim", "16", "--image-size", "12", "--threads", "1", "--quiet"]
@@ -136,8 +136,8 @@ def test_a_config_file_that_is_not_utf8(tmp_path, capsys):
 
 
 def test_16_bit_images_are_scaled_and_wide_ones_refused(tmp_path):
-    from deepstdp.data import _decode
-    from deepstdp.util import DeepSTDPError
+    from deepstdp.data.datasets import _decode
+    from deepstdp.runtime.util import DeepSTDPError
 
     ramp = (np.arange(64 * 64).reshape(64, 64) * 16).astype(np.uint16)
     Image.fromarray(ramp).save(tmp_path / "g16.png")
@@ -150,8 +150,8 @@ def test_16_bit_images_are_scaled_and_wide_ones_refused(tmp_path):
 
 
 def test_an_odd_sized_image_is_named_without_blaming_the_others(tmp_path):
-    from deepstdp.data import _decode_all
-    from deepstdp.util import DeepSTDPError
+    from deepstdp.data.datasets import _decode_all
+    from deepstdp.runtime.util import DeepSTDPError
 
     Image.new("RGB", (64, 64)).save(tmp_path / "a_0.JPEG")
     Image.new("RGB", (1, 1)).save(tmp_path / "a_1.JPEG")
@@ -211,16 +211,16 @@ def test_cli_fuzz_numbers(run, tmp_path, capsys, monkeypatch, command):
     """Every numeric option at every awkward value: exit 0 or 2, one line on error, no
     traceback, nothing of the run lost. The loop's and comparison's work itself is stubbed
     out (everything before it runs: parsing, validation, data, the output folder's checks)."""
-    import deepstdp.compare
-    import deepstdp.training
+    import deepstdp.loop.compare
+    import deepstdp.loop.training
 
     row = {"acc": 0.0, "val_acc": 0.0}
-    monkeypatch.setattr(deepstdp.training, "_train", lambda *a, **k: [row])
-    monkeypatch.setattr(deepstdp.compare, "train", lambda *a, **k: [row])
+    monkeypatch.setattr(deepstdp.loop.training, "_train", lambda *a, **k: [row])
+    monkeypatch.setattr(deepstdp.loop.compare, "train", lambda *a, **k: [row])
     def report(*args, **kwargs):
         raise Reported
 
-    monkeypatch.setattr(deepstdp.compare, "write_report", report)
+    monkeypatch.setattr(deepstdp.loop.compare, "write_report", report)
     import shutil
 
     before = files(run)
@@ -256,9 +256,9 @@ def test_cli_fuzz_paths(run, tmp_path, capsys, monkeypatch, place):
     """Every output path option at an existing file, a run's own file, a folder that does not
     exist yet and a place that cannot be written: a correct run or one line and exit 2, and
     no file lost."""
-    import deepstdp.training
+    import deepstdp.loop.training
 
-    monkeypatch.setattr(deepstdp.training, "_train", lambda *a, **k: [{"acc": 0.0,
+    monkeypatch.setattr(deepstdp.loop.training, "_train", lambda *a, **k: [{"acc": 0.0,
                                                                        "val_acc": 0.0}])
     mine = tmp_path / "mine.txt"
     mine.write_text("keep me")

@@ -17,10 +17,10 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import check_estimator
 
 from deepstdp import PCAWhitening, STDPClustering
-from deepstdp.metrics import cluster_acc
-from deepstdp.stdp.kernels import input_events, normalize, work
-from deepstdp.stdp.settings import STDPSettings
-from deepstdp.util import DeepSTDPError
+from deepstdp.clustering.stdp.kernels import input_events, normalize, work
+from deepstdp.clustering.stdp.settings import STDPSettings
+from deepstdp.measures.metrics import cluster_acc
+from deepstdp.runtime.util import DeepSTDPError
 
 V_REST, GAP = -65.0, 13.0  # default rest and threshold - rest
 FAST = {"time": 100, "epochs": 2}
@@ -377,8 +377,9 @@ def test_settings_are_the_estimators_parameters_and_defaults():
 
 
 def test_settings_load_without_numba():
-    code = ("import sys; import deepstdp.stdp.settings; "
-            "assert 'numba' not in sys.modules and 'deepstdp.stdp.estimator' not in sys.modules")
+    code = ("import sys; import deepstdp.clustering.stdp.settings; "
+            "assert 'numba' not in sys.modules "
+            "and 'deepstdp.clustering.stdp.estimator' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -434,7 +435,7 @@ def test_bad_input_raises(make, call):
 
 
 def test_plots_are_written(blobs, tmp_path):
-    from deepstdp.stdp.plots import plot_neuron_activity, plot_receptive_fields
+    from deepstdp.clustering.stdp.plots import plot_neuron_activity, plot_receptive_fields
 
     net = STDPClustering(5, n_neurons=6, epochs=2).fit(blobs[0])
     plot_receptive_fields(net, tmp_path / "fields.png")

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from deepstdp.config import TrainConfig
-from deepstdp.probes import knn_accuracy, linear_probe_accuracy
-from deepstdp.targets import centroids, sinkhorn, uniform_sample
-from deepstdp.training import learning_rate
+from deepstdp.loop.targets import centroids, sinkhorn, uniform_sample
+from deepstdp.loop.training import learning_rate
+from deepstdp.measures.probes import knn_accuracy, linear_probe_accuracy
 
 
 def test_sinkhorn_gives_equal_cluster_mass_even_for_skewed_scores():
@@ -58,7 +58,7 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
 
 
 def test_surest_keeps_the_highest_margins_of_every_cluster():
-    from deepstdp.training import surest
+    from deepstdp.loop.training import surest
 
     labels = np.array([0, 0, 0, 1, 1, 2])
     margins = np.array([0.1, 0.9, 0.5, 0.2, 0.2, 0.0])
@@ -78,7 +78,7 @@ def test_uniform_sample_draws_only_kept_images():
 
 
 def test_kept_targets_matches_cluster_ids_one_to_one():
-    from deepstdp.training import kept_targets
+    from deepstdp.loop.training import kept_targets
 
     last = np.array([0, 0, 1, 1, 2, 2])
     assert kept_targets(None, last) is None

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
+from deepstdp.clustering.stdp.settings import STDPSettings
 from deepstdp.config import TrainConfig
-from deepstdp.stdp.settings import STDPSettings
-from deepstdp.training import train
+from deepstdp.loop.training import train
 
 # Small and quick: fp32 skips the bf16 timing probe, 20 target clusters keep k-means cheap.
 SMALL = dict(widths="16,M,32,M", feat_dim=64, pca_dim=32, threads=2, image_size=16,
@@ -117,8 +117,8 @@ def test_thread_count_survives_the_spiking_layer():
     import numba
     import torch
 
-    from deepstdp import threads
-    from deepstdp.stdp.estimator import STDPClustering
+    from deepstdp.clustering.stdp.estimator import STDPClustering
+    from deepstdp.runtime import threads
 
     before = torch.get_num_threads()
     with threads.pinned(1):
@@ -177,9 +177,9 @@ def test_confident_targets_train_and_a_run_with_them_resumes_exactly(tmp_path):
 def test_precision_auto_is_a_measured_choice():
     import torch
 
-    from deepstdp.devices import choose, native_bf16
-    from deepstdp.models import ConvNet
-    from deepstdp.util import SettingError
+    from deepstdp.network.models import ConvNet
+    from deepstdp.runtime.devices import choose, native_bf16
+    from deepstdp.runtime.util import SettingError
 
     cpu = torch.device("cpu")
     model = ConvNet(3, 4, widths="8,M", feat_dim=16, sobel=False, proj_dim=8)
@@ -239,19 +239,19 @@ def test_a_run_saved_before_the_recipes_and_majority_vote_loads_and_reports(tmp_
     for r in rows:
         del r["mv_acc"], r["val_mv_acc"], r["mv_clusters"]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    from deepstdp.rundir import RunDir
+    from deepstdp.run.rundir import RunDir
 
     assert RunDir(run).saved_config() == TrainConfig(epochs=1, **SMALL)
     ann = evaluate_run(run)["ann"]
     assert 0 <= ann["mv_acc"] <= 1 and 0 <= ann["val_mv_acc"] <= 1
-    from deepstdp.report import plot_curves
+    from deepstdp.measures.report import plot_curves
 
     plot_curves(rows, tmp_path / "curves.png", "old run")
     assert (tmp_path / "curves.png").stat().st_size > 0
 
 
 def test_the_spiking_layers_show_their_progress_when_asked(capsys, monkeypatch):
-    from deepstdp.training import cluster
+    from deepstdp.loop.training import cluster
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     cfg = TrainConfig(clusterer="stdp", stdp={"time": 50, "epochs": 1, "n_init": 1}, seed=2,

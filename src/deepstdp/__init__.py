@@ -12,12 +12,12 @@ from typing import Any
 __version__ = "0.8.0"
 
 _PUBLIC = {
-    "KMeansClustering": "deepstdp.clustering",
-    "PCAWhitening": "deepstdp.clustering",
-    "STDPClustering": "deepstdp.stdp.estimator",
+    "KMeansClustering": "deepstdp.clustering.kmeans",
+    "PCAWhitening": "deepstdp.clustering.pca",
+    "STDPClustering": "deepstdp.clustering.stdp.estimator",
     "TrainConfig": "deepstdp.config",
-    "train": "deepstdp.training",
-    "load_run": "deepstdp.trained",
+    "train": "deepstdp.loop.training",
+    "load_run": "deepstdp.run.loaded",
 }
 __all__ = [*_PUBLIC, "__version__"]
 

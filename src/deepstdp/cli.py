@@ -41,7 +41,7 @@ from deepstdp.conversion.settings import (
     ConversionSettings,
     SpikingCheck,
 )
-from deepstdp.rundir import (
+from deepstdp.run.rundir import (
     CHECKPOINT,
     CLUSTERING,
     COMPARISON,
@@ -54,7 +54,7 @@ from deepstdp.rundir import (
     check_output_file,
     check_writable,
 )
-from deepstdp.util import DeepSTDPError, SettingError
+from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 TRAIN_DEFAULTS, CONVERSION_DEFAULTS = TrainConfig(), ConversionSettings()
 """Where every default in a help text comes from: the library's, never restated here."""
@@ -116,7 +116,7 @@ def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
                                          "classes)")
     g.add_argument("--pca-dim", type=int, help=f"PCA-whitening dimension {default('pca_dim')}")
     g.add_argument("--stdp", action="append", metavar="KEY=VALUE", default=None,
-                   help="a spiking-layer setting (deepstdp.stdp.settings, docs/snn.md), "
+                   help="a spiking-layer setting (deepstdp.clustering.stdp.settings, docs/snn.md), "
                         "repeatable, e.g. --stdp time=100; the settings (defaults): "
                         + ", ".join(f"{f.name} ({shown(getattr(TRAIN_DEFAULTS.stdp, f.name))})"
                                     for f in dataclasses.fields(TRAIN_DEFAULTS.stdp)))
@@ -236,7 +236,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from deepstdp.training import train
+    from deepstdp.loop.training import train
 
     if args.resume and args.out and RunDir(args.out).holds_run():
         # A resumed run starts from its own settings; options given now override them.
@@ -265,9 +265,9 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from deepstdp.compare import REPORT, read_spec, run_all, write_report
     from deepstdp.conversion.evaluation import parse_timesteps
-    from deepstdp.report import READOUT_TITLES
+    from deepstdp.loop.compare import REPORT, read_spec, run_all, write_report
+    from deepstdp.measures.report import READOUT_TITLES
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
@@ -318,8 +318,8 @@ def cmd_cluster(args: argparse.Namespace) -> int:
     """Cluster raw pixels (or their PCA) with one clusterer: Diehl & Cook's own experiment."""
     from pathlib import Path
 
-    from deepstdp import threads
-    from deepstdp.util import write_json_atomic
+    from deepstdp.runtime import threads
+    from deepstdp.runtime.util import write_json_atomic
 
     cfg = config_from_args(args)
     out = Path(args.out)
@@ -342,9 +342,9 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, Any], Any, Any]:
-    from deepstdp.clustering import PCAWhitening
-    from deepstdp.data import load_dataset
-    from deepstdp.metrics import cluster_metrics, cluster_sizes
+    from deepstdp.clustering.pca import PCAWhitening
+    from deepstdp.data.datasets import load_dataset
+    from deepstdp.measures.metrics import cluster_metrics, cluster_sizes
 
     sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
                          progress=progress) for split in ("train", "val")]
@@ -365,7 +365,7 @@ def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, 
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from deepstdp.data import download_tiny_imagenet
+    from deepstdp.data.datasets import download_tiny_imagenet
 
     path = download_tiny_imagenet(args.data_root, progress=not args.quiet)
     print(f"Tiny ImageNet is at {path}")
@@ -381,8 +381,8 @@ def conversion_from_args(args: argparse.Namespace) -> ConversionSettings:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from deepstdp import threads
     from deepstdp.conversion.converter import convert_run
+    from deepstdp.runtime import threads
 
     with threads.pinned(args.threads):
         snn = convert_run(args.run_dir, conversion_from_args(args), progress=not args.quiet)
@@ -413,8 +413,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from deepstdp import threads
     from deepstdp.conversion.nir_export import export_run
+    from deepstdp.runtime import threads
 
     check_output_file(args.nir, args.force)
     with threads.pinned(args.threads):
@@ -600,7 +600,7 @@ def option_of(e: SettingError) -> str:
 
 def _process() -> str:
     """' (process R of N)' under torchrun, where torchrun stops every process when one fails."""
-    from deepstdp.distributed import rank_and_size
+    from deepstdp.runtime.distributed import rank_and_size
 
     rank, size = rank_and_size()
     return f" (process {rank} of {size})" if size > 1 else ""
@@ -625,7 +625,7 @@ def _stop(signum: int, frame: Any) -> None:
     once a distributed run has begun its end (the barrier, then the process group destroyed):
     its outcome stands, and torchrun's SIGTERM to the last process after another's exit must
     not turn a bad input's exit 2 into an interrupt."""
-    distributed = sys.modules.get("deepstdp.distributed")
+    distributed = sys.modules.get("deepstdp.runtime.distributed")
     if distributed is not None and distributed.ending():
         return
     raise KeyboardInterrupt
@@ -644,7 +644,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingError as e:
         _say(f"error: {option_of(e)} {e.problem}")
     except DeepSTDPError as e:
-        distributed = sys.modules.get("deepstdp.distributed")  # loaded if it raised
+        distributed = sys.modules.get("deepstdp.runtime.distributed")  # loaded if it raised
         resumable = distributed is not None and isinstance(e, distributed.PeerFailed)
         _say(f"error: {e}{': continue with --resume' if resumable else ''}")
     except OSError as e:  # disk full, permissions changed under a running command, ...
@@ -654,7 +654,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"interrupted{_process()}{_resume_hint(args)}")
         return 130
     finally:
-        distributed = sys.modules.get("deepstdp.distributed")
+        distributed = sys.modules.get("deepstdp.runtime.distributed")
         if distributed is not None and distributed.ending():
             # Kept through the interpreter's finalization, which resets Python's own handlers
             # to the default (a SIGTERM there would end the process with -15, not its code).

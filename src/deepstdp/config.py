@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deepstdp.stdp.settings import BEFORE_0_5, STDPSettings
-from deepstdp.util import DeepSTDPError, SettingError
+from deepstdp.clustering.choices import KMEANS_BACKENDS
+from deepstdp.clustering.stdp.settings import BEFORE_0_5, STDPSettings
+from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 DATASETS = ("digits", "tiny-imagenet")
 HEADS = ("centroid", "reset")
@@ -23,7 +24,6 @@ ACTIVATIONS = ("relu", "qcfs")
 POOLS = ("max", "avg")
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CARRIES = ("continue", "targets", "fresh")
-KMEANS_BACKENDS = ("auto", "sklearn", "faiss")
 """The choices of the settings above, each in one tuple: the modules that implement a
 choice, the command line and RULES all read it from here (this module is light)."""
 _DEEPCLUSTER = {
@@ -236,7 +236,7 @@ class TrainConfig:
     256 for ImageNet; on these few-thousand-image sets whitening that many directions lifts
     noise to the weight of signal (digits: ACC 0.42-0.48 at 256 against 0.82-0.91 at 32)."""
     stdp: STDPSettings = field(default_factory=STDPSettings)
-    """The spiking clustering layer's settings (deepstdp.stdp.settings, docs/snn.md); in a
+    """The spiking clustering layer's settings (clustering.stdp.settings, docs/snn.md); in a
     config file or config.json an object of the fields that differ from the defaults."""
     align_pca: bool = True
     """Rotate each epoch's PCA basis onto the last epoch's (orthogonal Procrustes on the
@@ -321,7 +321,7 @@ class TrainConfig:
             rule = RULES.get(f.name)
             if value is not None and rule is not None and not rule.holds(value):
                 raise SettingError(f.name, f"must be {rule}, got {value!r}")
-        from deepstdp import devices, threads
+        from deepstdp.runtime import devices, threads
 
         if self.threads is not None:
             threads.check(self.threads)
@@ -338,7 +338,7 @@ class TrainConfig:
         return self
 
     def data_options(self) -> dict[str, Any]:
-        """The settings that say which images a run sees: `deepstdp.data.Data`'s arguments."""
+        """The settings that say which images a run sees: `data.datasets.Data`'s arguments."""
         return {"dataset": self.dataset, "data_root": self.data_root, "classes": self.classes,
                 "image_size": self.image_size}
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from deepstdp.clustering import Clusterer
+    from deepstdp.clustering.base import Clusterer
     from deepstdp.config import TrainConfig
 
 
@@ -43,7 +43,7 @@ def names() -> tuple[str, ...]:
 
 
 def kind_of(name: str) -> ClustererKind:
-    from deepstdp.util import SettingError
+    from deepstdp.runtime.util import SettingError
 
     if name not in _KINDS:
         raise SettingError("clusterer", f"{name!r} is unknown: choose from {', '.join(_KINDS)}")
@@ -70,13 +70,13 @@ def show_progress(clusterer: Clusterer, on: bool) -> Clusterer:
 
 
 def _kmeans(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
-    from deepstdp.clustering import KMeansClustering
+    from deepstdp.clustering.kmeans import KMeansClustering
 
     return KMeansClustering(k, backend=cfg.kmeans_backend, random_state=seed)
 
 
 def _stdp(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
-    from deepstdp.stdp.estimator import STDPClustering
+    from deepstdp.clustering.stdp.estimator import STDPClustering
 
     return STDPClustering(k, random_state=seed, **dataclasses.asdict(cfg.stdp))
 
@@ -84,8 +84,8 @@ def _stdp(cfg: TrainConfig, k: int, seed: int) -> Clusterer:
 def _stdp_pictures(clusterer: Clusterer, folder: Path,
                    image_shape: tuple[int, int] | None = None) -> None:
     """The spiking layer's receptive fields and activity, named as a run directory has them."""
-    from deepstdp.rundir import STDP_ACTIVITY, STDP_WEIGHTS
-    from deepstdp.stdp.plots import plot_neuron_activity, plot_receptive_fields
+    from deepstdp.clustering.choices import STDP_ACTIVITY, STDP_WEIGHTS
+    from deepstdp.clustering.stdp.plots import plot_neuron_activity, plot_receptive_fields
 
     plot_receptive_fields(clusterer, Path(folder) / STDP_WEIGHTS, image_shape)
     plot_neuron_activity(clusterer, Path(folder) / STDP_ACTIVITY)

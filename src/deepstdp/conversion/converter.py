@@ -36,20 +36,20 @@ import torch
 from torch import nn
 
 from deepstdp import __version__
-from deepstdp.activations import QCFS, qcfs
 from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet, run_ops
 from deepstdp.conversion.settings import CODINGS, READOUTS, ConversionSettings
-from deepstdp.data import Data
-from deepstdp.models import ConvNet, Sobel
-from deepstdp.rundir import (
+from deepstdp.data.datasets import Data
+from deepstdp.network.activations import QCFS, qcfs
+from deepstdp.network.models import ConvNet, Sobel
+from deepstdp.run.loaded import model_from_checkpoint
+from deepstdp.run.rundir import (
     SPIKING_NET,
     RunDir,
     checkpoint_digest,
     load_checkpoint,
     load_torch_file,
 )
-from deepstdp.trained import model_from_checkpoint
-from deepstdp.util import DeepSTDPError, atomic_write
+from deepstdp.runtime.util import DeepSTDPError, atomic_write
 
 NONLINEAR = ("relu", "qcfs")
 """ANN ops that become IF layers."""

@@ -19,10 +19,10 @@ from tqdm import tqdm
 from deepstdp.conversion.converter import load_spiking, spread
 from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, SpikingNet
 from deepstdp.conversion.settings import CODINGS, READOUTS, check_timesteps
-from deepstdp.metrics import cluster_metrics, majority_metrics
-from deepstdp.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
-from deepstdp.threads import pinned
-from deepstdp.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
+from deepstdp.measures.metrics import cluster_metrics, majority_metrics
+from deepstdp.run.rundir import SPIKING_PLOT, SPIKING_ROWS, SPIKING_TABLE, RunDir
+from deepstdp.runtime.threads import pinned
+from deepstdp.runtime.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
 
 MAX_BATCH = 4096
 """The most images simulated at once: a batch's membranes of every layer are held together
@@ -68,10 +68,10 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     spiking.png. Returns {"ann": metrics, "rows": [per-T objects]}. The CNN and the
     simulation run on `device` (devices.resolve), the CNN in the run's own precision.
     """
-    from deepstdp.data import Data
-    from deepstdp.devices import resolve, resumed
-    from deepstdp.features import embed, extract_features
-    from deepstdp.trained import load_run
+    from deepstdp.data.datasets import Data
+    from deepstdp.network.features import embed, extract_features
+    from deepstdp.run.loaded import load_run
+    from deepstdp.runtime.devices import resolve, resumed
 
     if limit is not None and limit < 1:
         raise SettingError("limit", f"must be at least 1 image, got {limit}")
@@ -191,7 +191,7 @@ def _per_image(splits: dict[str, Split], what: str, t: int) -> float:
 
 def write_outputs(run_dir: Path, ann: dict[str, float], rows: list[dict[str, Any]]) -> None:
     """spiking.json (the rows), spiking.md (the table) and spiking.png (ACC and agreement)."""
-    from deepstdp.report import plot_spiking, spiking_markdown
+    from deepstdp.measures.report import plot_spiking, spiking_markdown
 
     run = RunDir(run_dir)
     write_json_atomic(run / SPIKING_ROWS, rows)

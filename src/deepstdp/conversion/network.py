@@ -23,14 +23,14 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from deepstdp.activations import qcfs
 from deepstdp.conversion.settings import (
     CODINGS,
     READOUTS,
     ConversionSettings,
     check_timesteps,
 )
-from deepstdp.util import DeepSTDPError
+from deepstdp.network.activations import qcfs
+from deepstdp.runtime.util import DeepSTDPError
 
 PJ_PER_MAC = 4.6
 """Energy of a 32-bit float multiply-accumulate at 45 nm (Horowitz, "Computing's energy

@@ -68,13 +68,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from deepstdp.clustering import Clusterer
+from deepstdp.clustering.base import Clusterer
 from deepstdp.conversion.converter import load_spiking
 from deepstdp.conversion.network import SpikingNet
 from deepstdp.conversion.settings import NIR_FORMATS
-from deepstdp.rundir import load_checkpoint
-from deepstdp.trained import clusterer_from_checkpoint
-from deepstdp.util import DeepSTDPError, atomic_write
+from deepstdp.run.loaded import clusterer_from_checkpoint
+from deepstdp.run.rundir import load_checkpoint
+from deepstdp.runtime.util import DeepSTDPError, atomic_write
 
 PORTABLE_DT = 1e-4
 """Seconds per step of a portable file: snnTorch 1.0's importer hard-codes this dt."""

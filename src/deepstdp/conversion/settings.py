@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deepstdp.util import DeepSTDPError, SettingError
+from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 RESETS = ("subtract", "zero")
 """How an IF neuron's membrane resets after a spike."""

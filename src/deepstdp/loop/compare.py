@@ -2,7 +2,7 @@
 
 OUT/
   compare.json    the settings: the base TrainConfig, the clusterers and the seeds
-  runs/CLUSTERER-seedS/   an ordinary run directory (deepstdp.rundir) per run, with its
+  runs/CLUSTERER-seedS/   an ordinary run directory (deepstdp.run.rundir) per run, with its
                           converted network and spiking evaluation when the summary has them
   summary.json, report.md, curves.png, clusters.png, confusion.png   the summary
 
@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from deepstdp import threads
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.settings import AGREEMENT, SpikingCheck
+from deepstdp.loop.training import train
 from deepstdp.registry import validated
-from deepstdp.rundir import (
+from deepstdp.run.rundir import (
     COMPARISON,
     RunDir,
     changed_settings,
@@ -35,9 +35,9 @@ from deepstdp.rundir import (
     check_resume_or_force,
     check_writable,
 )
-from deepstdp.training import train
-from deepstdp.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
-from deepstdp.workers import init_worker
+from deepstdp.runtime import threads
+from deepstdp.runtime.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
+from deepstdp.runtime.workers import init_worker
 
 SPEC, RUNS, SUMMARY, REPORT = COMPARISON, "runs", "summary.json", "report.md"
 CURVES, CLUSTERS, CONFUSION = "curves.png", "clusters.png", "confusion.png"
@@ -77,7 +77,7 @@ def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: 
                      resume: bool, force: bool) -> None:
     """Refuse a comparison that could not proceed, before anything is written: the settings
     of every run, the data, and what OUT already holds."""
-    from deepstdp.data import load_dataset
+    from deepstdp.data.datasets import load_dataset
 
     check_resume_or_force(resume, force)
     check_runs(base, clusterers, spec["seeds"])
@@ -276,9 +276,9 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
                  progress: bool = False) -> dict[str, Any]:
     """summary.json, report.md and its pictures, from the finished runs in OUT/runs; with
     `spiking`, each run's converted network too (spiking_summary)."""
-    from deepstdp.data import load_dataset
-    from deepstdp.metrics import contingency
-    from deepstdp.report import (
+    from deepstdp.data.datasets import load_dataset
+    from deepstdp.measures.metrics import contingency
+    from deepstdp.measures.report import (
         comparison_markdown,
         plot_cluster_grid,
         plot_compare_curves,

@@ -1,5 +1,5 @@
 """A trained run as objects, ready to use: its network, PCA-whitening and fitted clusterer,
-built from the checkpoint that `deepstdp.rundir` reads.
+built from the checkpoint that `deepstdp.run.rundir` reads.
 
 Apart from rundir because it builds what the files describe (models, clustering, the
 clusterer registry), which the run directory itself need not know: rundir stays below them.
@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from deepstdp.clustering import Clusterer, PCAWhitening
+from deepstdp.clustering.base import Clusterer
+from deepstdp.clustering.pca import PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.models import ConvNet
+from deepstdp.network.models import ConvNet
 from deepstdp.registry import make_clusterer
-from deepstdp.rundir import Checkpoint, RunDir
+from deepstdp.run.rundir import Checkpoint, RunDir
 
 
 class LoadedRun(NamedTuple):

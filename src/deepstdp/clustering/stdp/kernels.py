@@ -1,5 +1,5 @@
 """The spiking clustering layer's compiled kernels: one presentation of a sample, and the
-passes over a data set that the estimator (`deepstdp.stdp.estimator.STDPClustering`) makes.
+passes over a data set that the estimator (`estimator.STDPClustering`) makes.
 
 Functions of arrays only, compiled by numba (the estimator holds the state and the settings),
 as Norse keeps its `functional` apart from its modules. The per-sample time loop is event

@@ -12,7 +12,7 @@ towards the sample, and per-neuron weight normalisation keeps the neurons compet
 terms. A sample's cluster is the cluster of the neuron that spikes most while it is shown.
 
 This module is the estimator: its settings, state, checkpoints and readouts. The time loop it
-runs is in `deepstdp.stdp.kernels` (compiled by numba); docs/snn.md explains the design choices
+runs is in `kernels` (compiled by numba); docs/snn.md explains the design choices
 and the tuning of the defaults.
 """
 
@@ -30,10 +30,10 @@ from sklearn.cluster import SpectralClustering, kmeans_plusplus
 from sklearn.utils import check_random_state
 from tqdm import tqdm
 
-from deepstdp.clustering import Clusterer, _check_fitted, state_array, state_tensors
-from deepstdp.stdp import kernels
-from deepstdp.stdp.settings import STDPSettings
-from deepstdp.util import DeepSTDPError
+from deepstdp.clustering.base import Clusterer, _check_fitted, state_array, state_tensors
+from deepstdp.clustering.stdp import kernels
+from deepstdp.clustering.stdp.settings import STDPSettings
+from deepstdp.runtime.util import DeepSTDPError
 
 
 class Readout(NamedTuple):
@@ -94,7 +94,7 @@ class STDPClustering(Clusterer):
     Parameters: n_clusters (>= 1); random_state (an int in [0, 2**32), a numpy RandomState or
     None: seeds the initial weights, the sample order and every spike train; 10 clusters and
     seed 0 by default, as KMeansClustering); and the settings of
-    `deepstdp.stdp.settings.STDPSettings`, which documents each one's default and meaning.
+    `stdp.settings.STDPSettings`, which documents each one's default and meaning.
     nu_pre, nu_post and wmax are in units of the mean weight, norm_ / (2 * D), so
     they mean the same for any feature width D. verbose: a progress bar over the passes of fit
     and partial_fit (on stderr; changes no result).

@@ -6,5 +6,5 @@
 - `estimator`: `STDPClustering`, the scikit-learn estimator that holds the state and calls them.
 - `plots`: pictures of a fitted layer.
 
-Nothing is imported here, so that importing `deepstdp.stdp.settings` stays light.
+Nothing is imported here, so that importing `deepstdp.clustering.stdp.settings` stays light.
 """

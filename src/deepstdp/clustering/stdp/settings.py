@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from numbers import Integral, Real
 from typing import Any
 
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 INITS = ("data", "kmeans++", "random")
 SYNAPSES = ("excitatory", "push-pull")

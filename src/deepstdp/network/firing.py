@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from deepstdp.activations import QCFS
+from deepstdp.network.activations import QCFS
 
 RELU_SCALE_QUANTILE = 0.999
 """A ReLU layer's threshold in the penalty: this quantile of the batch's positive

@@ -1,6 +1,6 @@
 """A run directory: the one module that knows its layout, writes it and reads it back. Other
 modules take its file names and its `Checkpoint` from here, and resume by its rule
-(`RESUMABLE_CHANGES`, `check_resume_or_force`); `deepstdp.trained` builds a usable model,
+(`RESUMABLE_CHANGES`, `check_resume_or_force`); `deepstdp.run.loaded` builds a usable model,
 PCA and clusterer from a checkpoint.
 
 RUN/
@@ -37,15 +37,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deepstdp.clustering.choices import STDP_ACTIVITY, STDP_WEIGHTS
 from deepstdp.config import TrainConfig
-from deepstdp.util import DeepSTDPError, atomic_write, remove_stale_tmp, write_json_atomic
+from deepstdp.runtime.util import DeepSTDPError, atomic_write, remove_stale_tmp, write_json_atomic
 
 if TYPE_CHECKING:
     import torch
 
 CONFIG, CHECKPOINT, METRICS, LOCK = "config.json", "checkpoint.pt", "metrics.jsonl", ".lock"
 TENSORBOARD = "tensorboard"
-CURVES, STDP_WEIGHTS, STDP_ACTIVITY = "curves.png", "stdp_weights.png", "stdp_activity.png"
+CURVES = "curves.png"
 PICTURES = (CURVES, STDP_WEIGHTS, STDP_ACTIVITY)
 """Drawn after every epoch (the spiking layer's two only for the spiking clusterer)."""
 SPIKING_NET, SPIKING_ROWS = "spiking.pt", "spiking.json"
@@ -226,7 +227,7 @@ class RunDir:
         self.write_metrics(rows)
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:
-        from deepstdp.util import write_text_atomic
+        from deepstdp.runtime.util import write_text_atomic
 
         write_text_atomic(self / METRICS, "".join(json.dumps(r) + "\n" for r in rows))
 

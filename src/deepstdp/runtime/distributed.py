@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from deepstdp.util import DeepSTDPError, SettingError
+from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 T = TypeVar("T")
 TIMEOUT = timedelta(hours=2)

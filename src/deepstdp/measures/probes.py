@@ -12,7 +12,7 @@ import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 # At 200 classes (100,000 train x 10,000 test rows) the k-NN's whole similarity matrix took
 # 3.9 GiB and the probe on every train row 15 min of a busy 2-core machine (docs/pipeline.md,

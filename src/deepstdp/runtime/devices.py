@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from deepstdp.util import SettingError
+from deepstdp.runtime.util import SettingError
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 _AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}

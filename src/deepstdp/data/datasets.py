@@ -30,7 +30,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from deepstdp.config import DATASETS
-from deepstdp.util import DeepSTDPError, SettingError, atomic_write
+from deepstdp.runtime.util import DeepSTDPError, SettingError, atomic_write
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 # The published MD5 and size of the official zip, as listed by the dataset's users.

@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from deepstdp.util import SettingError
+from deepstdp.runtime.util import SettingError
 
 
 def local_processes() -> int:

@@ -23,24 +23,26 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 from tqdm import tqdm
 
-from deepstdp import __version__, devices, threads
-from deepstdp.augment import Augmentation
-from deepstdp.clustering import Clusterer, PCAWhitening
+from deepstdp import __version__
+from deepstdp.clustering.base import Clusterer
+from deepstdp.clustering.pca import PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data import Data, ImageTensor
-from deepstdp.devices import Compute
-from deepstdp.distributed import ALONE, World, joined
-from deepstdp.features import batch_on, embed, extract_features
-from deepstdp.firing import FiringCost
-from deepstdp.metrics import cluster_metrics, cluster_sizes, majority_metrics
-from deepstdp.models import ConvNet
-from deepstdp.probes import knn_accuracy, linear_probe_accuracy
+from deepstdp.data.augment import Augmentation
+from deepstdp.data.datasets import Data, ImageTensor
+from deepstdp.loop.targets import centroids, sinkhorn, uniform_sample
+from deepstdp.measures.metrics import cluster_metrics, cluster_sizes, majority_metrics
+from deepstdp.measures.probes import knn_accuracy, linear_probe_accuracy
+from deepstdp.network.features import batch_on, embed, extract_features
+from deepstdp.network.firing import FiringCost
+from deepstdp.network.models import ConvNet
 from deepstdp.registry import kind_of, make_clusterer, show_progress, validated
-from deepstdp.rundir import CURVES, PICTURES, Checkpoint, RunDir
-from deepstdp.targets import centroids, sinkhorn, uniform_sample
-from deepstdp.tensorboard_log import TensorBoardLog
-from deepstdp.tensorboard_log import check_available as check_tensorboard
-from deepstdp.util import DeepSTDPError, SettingError
+from deepstdp.run.rundir import CURVES, PICTURES, Checkpoint, RunDir
+from deepstdp.run.tensorboard import TensorBoardLog
+from deepstdp.run.tensorboard import check_available as check_tensorboard
+from deepstdp.runtime import devices, threads
+from deepstdp.runtime.devices import Compute
+from deepstdp.runtime.distributed import ALONE, World, joined
+from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -436,7 +438,7 @@ def _save(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet,
           optimizer: torch.optim.Optimizer, k: int, epoch: int, state: LoopState,
           row: dict[str, Any], log: TensorBoardLog | None) -> None:
     """Checkpoint the epoch (CPU tensors: it loads on any device) and draw its pictures."""
-    from deepstdp.report import plot_curves
+    from deepstdp.measures.report import plot_curves
 
     state.rows.append(row)
     run.save_epoch(Checkpoint(

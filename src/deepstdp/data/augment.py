@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 # ITU-R 601 luma weights, as PIL's convert("L") and torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)

@@ -11,8 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deepstdp.stdp.estimator import STDPClustering  # noqa: E402
-from deepstdp.util import DeepSTDPError, atomic_write  # noqa: E402
+from deepstdp.clustering.stdp.estimator import STDPClustering  # noqa: E402
+from deepstdp.runtime.util import DeepSTDPError, atomic_write  # noqa: E402
 
 
 def _fields(clusterer: STDPClustering) -> np.ndarray:

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 
-from deepstdp.util import atomic_write  # noqa: E402
+from deepstdp.runtime.util import atomic_write  # noqa: E402
 
 
 def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str | None = None) -> None:

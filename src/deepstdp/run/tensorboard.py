@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from deepstdp.rundir import TENSORBOARD
-from deepstdp.util import DeepSTDPError
+from deepstdp.run.rundir import TENSORBOARD
+from deepstdp.runtime.util import DeepSTDPError
 
 
 def check_available() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 
 def uniform_sample(labels: np.ndarray, n: int, rng: np.random.Generator,

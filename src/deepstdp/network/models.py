@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from deepstdp.activations import make_activation
 from deepstdp.config import POOLS, TrainConfig, parse_widths
-from deepstdp.util import DeepSTDPError
+from deepstdp.network.activations import make_activation
+from deepstdp.runtime.util import DeepSTDPError
 
 
 class Sobel(nn.Module):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from deepstdp.config import ACTIVATIONS
-from deepstdp.util import DeepSTDPError
+from deepstdp.runtime.util import DeepSTDPError
 
 QCFS_INIT_PERCENTILE = 99.0
 """Initial lambda: this percentile of the positive inputs of the layer's first training batch.

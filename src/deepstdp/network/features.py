@@ -7,10 +7,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepstdp.data import ImageTensor
-from deepstdp.devices import CPU_FP32, Compute
-from deepstdp.models import ConvNet
-from deepstdp.util import DeepSTDPError
+from deepstdp.data.datasets import ImageTensor
+from deepstdp.network.models import ConvNet
+from deepstdp.runtime.devices import CPU_FP32, Compute
+from deepstdp.runtime.util import DeepSTDPError
 
 
 @torch.no_grad()
