@@ -107,7 +107,8 @@ def test_a_comparison_resumes_by_the_rule_its_runs_resume_by(tmp_path):
     import dataclasses
 
     from deepstdp.config import TrainConfig
-    from deepstdp.loop.compare import SPEC, check_comparison
+    from deepstdp.loop.compare import check_comparison
+    from deepstdp.run.rundir import COMPARISON as SPEC
     from deepstdp.runtime.util import DeepSTDPError
 
     def spec(cfg):

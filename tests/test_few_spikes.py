@@ -11,7 +11,7 @@ from test_qcfs import qcfs_net
 
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
-from deepstdp.conversion.converter import analog_rates, calibrate, convert, load_spiking
+from deepstdp.conversion.converter import analog_rates, calibrate, convert, load_or_convert
 from deepstdp.loop.training import train
 from deepstdp.network.firing import FiringCost
 
@@ -107,7 +107,7 @@ def test_calibrated_conversion_of_a_run_round_trips(tmp_path, capsys):
     train(cfg, run, quiet=True)
     assert main(["convert", str(run), "--calibrate", "2", "--readout", "membrane",
                  "--calib-images", "64", "--threads", "1", "--quiet"]) == 0
-    saved = load_spiking(run)
+    saved = load_or_convert(run)
     assert saved.settings.calibrate_steps == 2
     assert saved.settings.calibrate_readout == "membrane"
     assert main(["convert", str(run), "--calibrate", "-1", "--quiet"]) == 2

@@ -259,3 +259,41 @@ def test_checkpoints_of_older_versions_load_and_resume(tmp_path, version):
     assert load_run(run).config == TrainConfig(epochs=1, **SMALL)
     rows = train(TrainConfig(epochs=2, **SMALL), run, resume=True, quiet=True)
     assert [r["epoch"] for r in rows] == [0, 1, 2]
+
+
+@pytest.mark.parametrize("kind", ["run", "comparison", "clustering"])
+def test_every_output_folder_starts_by_one_rule(tmp_path, kind):
+    from deepstdp.run.rundir import KINDS, check_start
+    from deepstdp.runtime.util import DeepSTDPError
+
+    spec = KINDS[kind]
+    check_start(tmp_path / "new", kind, resume=False, force=False)  # a new folder: fine
+    with pytest.raises(DeepSTDPError, match="exclude each other"):
+        check_start(tmp_path / "new", kind, resume=True, force=True)
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / spec.holds).write_text("{}")
+    with pytest.raises(DeepSTDPError, match=f"already holds a {kind}"):
+        check_start(held, kind, resume=False, force=False)
+    check_start(held, kind, resume=False, force=True)
+    if spec.resumable:
+        check_start(held, kind, resume=True, force=False)
+        with pytest.raises(DeepSTDPError, match="nothing to resume"):
+            check_start(tmp_path / "new", kind, resume=True, force=False)
+    else:
+        with pytest.raises(DeepSTDPError, match="does not resume"):
+            check_start(held, kind, resume=True, force=False)
+    for other in KINDS:
+        if other != kind:
+            with pytest.raises(DeepSTDPError, match=f"holds a {kind}, not a {other}"):
+                check_start(held, other, resume=False, force=True)
+
+
+def test_a_run_is_finished_by_its_checkpoint_not_its_metrics(tmp_path):
+    from deepstdp.run.rundir import METRICS, RunDir
+
+    run = RunDir(tmp_path / "run")
+    assert not run.finished(1)
+    train(TrainConfig(epochs=1, **SMALL), run.path, quiet=True)
+    (run / METRICS).write_text("")  # a crash may leave metrics.jsonl behind its checkpoint
+    assert run.finished(1) and not run.finished(2)

@@ -251,17 +251,30 @@ def test_a_run_saved_before_the_recipes_and_majority_vote_loads_and_reports(tmp_
 
 
 def test_the_spiking_layers_show_their_progress_when_asked(capsys, monkeypatch):
-    from deepstdp.loop.training import cluster
+    from deepstdp.loop.training import fit_clusterings
 
     monkeypatch.delenv("TQDM_DISABLE", raising=False)
     cfg = TrainConfig(clusterer="stdp", stdp={"time": 50, "epochs": 1, "n_init": 1}, seed=2,
                       **SMALL)
     emb = np.random.default_rng(0).normal(size=(300, 64)).astype(np.float32)
-    _, quiet = cluster(cfg, emb, None, None, 10, 20, 0)
+    _, quiet = fit_clusterings(cfg, emb, None, None, 10, 20, 0)
     assert "spiking layer" not in capsys.readouterr().err
-    _, loud = cluster(cfg, emb, None, None, 10, 20, 0, progress=True)
+    _, loud = fit_clusterings(cfg, emb, None, None, 10, 20, 0, progress=True)
     err = capsys.readouterr().err
     assert "spiking layer (10 clusters)" in err and "spiking layer (20 clusters)" in err
     np.testing.assert_array_equal(quiet.evaluated.labels_, loud.evaluated.labels_)
-    cluster(cfg, emb, loud, None, 10, 20, 1, progress=True)  # the targets layer carried on
+    fit_clusterings(cfg, emb, loud, None, 10, 20, 1, progress=True)  # the targets layer carried on
     assert "spiking layer (20 clusters)" in capsys.readouterr().err
+
+
+def test_a_resume_without_settings_takes_the_saved_ones(tmp_path):
+    from deepstdp.runtime.util import DeepSTDPError
+
+    cfg = TrainConfig(epochs=1, seed=3, **SMALL)
+    with pytest.raises(DeepSTDPError, match="only a resume takes the saved ones"):
+        train(None, tmp_path / "run")
+    train(cfg, tmp_path / "run", quiet=True)
+    rows = train(None, tmp_path / "run", resume=True, quiet=True)
+    assert [r["epoch"] for r in rows] == [0, 1]  # nothing left to do: the saved run's epochs
+    with pytest.raises(DeepSTDPError, match="nothing to resume"):
+        train(None, tmp_path / "none", resume=True)

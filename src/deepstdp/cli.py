@@ -43,16 +43,13 @@ from deepstdp.conversion.settings import (
 )
 from deepstdp.run.rundir import (
     CHECKPOINT,
-    CLUSTERING,
     COMPARISON,
     SPIKING_NET,
     SPIKING_PLOT,
     SPIKING_ROWS,
     SPIKING_TABLE,
     RunDir,
-    check_kind,
     check_output_file,
-    check_writable,
 )
 from deepstdp.runtime.util import DeepSTDPError, SettingError
 
@@ -265,9 +262,10 @@ def parse_list(text: str, kind: type, what: str) -> list:
 def cmd_compare(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from deepstdp.conversion.evaluation import parse_timesteps
-    from deepstdp.loop.compare import REPORT, read_spec, run_all, write_report
+    from deepstdp.conversion.settings import parse_timesteps
+    from deepstdp.loop.compare import read_spec, run_all, write_report
     from deepstdp.measures.report import READOUT_TITLES
+    from deepstdp.run.rundir import REPORT
 
     cfg = config_from_args(args)
     clusterers = parse_list(args.clusterers, str, "--clusterers")
@@ -316,52 +314,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def cmd_cluster(args: argparse.Namespace) -> int:
     """Cluster raw pixels (or their PCA) with one clusterer: Diehl & Cook's own experiment."""
-    from pathlib import Path
+    from deepstdp.loop.direct import cluster_images
 
-    from deepstdp.runtime import threads
-    from deepstdp.runtime.util import write_json_atomic
-
-    cfg = config_from_args(args)
-    out = Path(args.out)
-    check_writable(out)
-    check_kind(out, "clustering")
-    if (out / CLUSTERING).exists() and not args.force:
-        raise DeepSTDPError(f"{out} already holds a clustering; use --force to replace it")
-    with threads.pinned(cfg.threads):
-        result, clusterer, shape = _cluster(cfg, args.pixels, not args.quiet)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / CLUSTERING, result)
-    pictures = registry.kind_of(cfg.clusterer).pictures
-    if pictures is not None:
-        pictures(clusterer, out, image_shape=shape)
+    result = cluster_images(config_from_args(args), args.out, pixels=args.pixels,
+                            force=args.force, progress=not args.quiet)
     for split in ("train", "val"):
         m = result[split]
         print(f"{split:>5}: ACC {m['acc']:.3f}  NMI {m['nmi']:.3f}  ARI {m['ari']:.3f}")
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")
     return 0
-
-
-def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, Any], Any, Any]:
-    from deepstdp.clustering.pca import PCAWhitening
-    from deepstdp.data.datasets import load_dataset
-    from deepstdp.measures.metrics import cluster_metrics, cluster_sizes
-
-    sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
-                         progress=progress) for split in ("train", "val")]
-    x_train, x_val = (s.images.reshape(len(s.images), -1) / 255.0 for s in sets)
-    if pixels:
-        shape = sets[0].images.shape[1:3] if sets[0].images.shape[-1] == 1 else None
-    else:
-        pca = PCAWhitening(cfg.pca_dim).fit(x_train)
-        x_train, x_val, shape = pca.transform(x_train), pca.transform(x_val), None
-    k = cfg.k or sets[0].n_classes
-    clusterer = registry.make_clusterer(cfg, k, cfg.seed, progress)
-    labels = clusterer.fit_predict(x_train)
-    result = {"train": cluster_metrics(sets[0].labels, labels),
-              "val": cluster_metrics(sets[1].labels, clusterer.predict(x_val)),
-              "cluster_sizes": cluster_sizes(labels, k), "config": cfg.to_dict(),
-              "input": "pixels" if pixels else f"pca{cfg.pca_dim}"}
-    return result, clusterer, shape
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -395,7 +356,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from deepstdp.conversion.evaluation import evaluate_run, format_rows, parse_timesteps
+    from deepstdp.conversion.evaluation import evaluate_run, format_rows
+    from deepstdp.conversion.settings import parse_timesteps
 
     steps = None
     if args.spiking:

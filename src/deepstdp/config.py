@@ -26,6 +26,10 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 CARRIES = ("continue", "targets", "fresh")
 """The choices of the settings above, each in one tuple: the modules that implement a
 choice, the command line and RULES all read it from here (this module is light)."""
+RELU_PERCENTILE = 99.9
+"""Where a ReLU layer of the converted network fires: this percentile of its positive
+activations. The conversion's default threshold (ConversionSettings.percentile) and the
+threshold the firing penalty assumes while training (network.firing), one number."""
 _DEEPCLUSTER = {
     "head": "reset", "sobel": True, "views": 1, "pool": "max", "proj_dim": 0, "dropout": 0.5,
     "crop_scale": 0.08, "jitter": 0.0, "grayscale": 0.0, "batch_size": 256, "lr": 0.05,

@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from deepstdp import __version__
+from deepstdp.config import ACTIVATIONS
 from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet, run_ops
 from deepstdp.conversion.settings import CODINGS, READOUTS, ConversionSettings
 from deepstdp.data.datasets import Data
@@ -51,8 +52,6 @@ from deepstdp.run.rundir import (
 )
 from deepstdp.runtime.util import DeepSTDPError, atomic_write
 
-NONLINEAR = ("relu", "qcfs")
-"""ANN ops that become IF layers."""
 BATCHNORM = nn.BatchNorm1d | nn.BatchNorm2d
 
 
@@ -159,7 +158,7 @@ def fold_network(model: ConvNet, input_shape: Sequence[int]) -> list[Op]:
                                   probe.shape[-2:])
                 ops += [op] if op is not None else []
             probe = m(probe)
-    if not ops or ops[-1].kind not in NONLINEAR:
+    if not ops or ops[-1].kind not in ACTIVATIONS:
         raise DeepSTDPError("the feature layer must end in a ReLU or QCFS to become spiking "
                             "neurons")
     return ops
@@ -211,7 +210,7 @@ def convert(model: ConvNet, x_calib: torch.Tensor,
     scale = 1.0  # what one unit of the current input stands for: 1 for the analog image
     spikes = False  # whether the current input is spikes (pooled or not)
     for i, op in enumerate(ops):
-        if op.kind in NONLINEAR:
+        if op.kind in ACTIVATIONS:
             scale, spikes = next(lambdas) if op.kind == "relu" else op.threshold, True
             out.append(Op("if", op.name, threshold=scale, levels=op.levels))
         elif op.kind in WEIGHTED:
@@ -338,7 +337,7 @@ def convert_run(run_dir: str | Path, settings: ConversionSettings | None = None,
     return snn
 
 
-def load_spiking(run_dir: str | Path, progress: bool = False) -> SpikingNet:
+def load_or_convert(run_dir: str | Path, progress: bool = False) -> SpikingNet:
     """RUN_DIR/spiking.pt; converted now (default settings, or those of a stale file) when it
     is missing or was converted from another checkpoint."""
     path = RunDir(run_dir) / SPIKING_NET

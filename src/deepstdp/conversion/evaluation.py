@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from deepstdp.conversion.converter import load_spiking, spread
+from deepstdp.conversion.converter import load_or_convert, spread
 from deepstdp.conversion.network import PJ_PER_AC, PJ_PER_MAC, SpikingNet
 from deepstdp.conversion.settings import CODINGS, READOUTS, check_timesteps
 from deepstdp.measures.metrics import cluster_metrics, majority_metrics
@@ -29,13 +29,6 @@ MAX_BATCH = 4096
 (at 64 px about 1 MB an image), so a larger one only risks the machine's memory."""
 SPLITS = (("train", ""), ("val", "val_"))
 """Split names and the prefix of their metrics in a row."""
-
-
-def parse_timesteps(text: str) -> list[int]:
-    tokens = [t.strip() for t in text.split(",") if t.strip()]
-    if not tokens or not all(t.isdigit() and int(t) > 0 for t in tokens):
-        raise DeepSTDPError(f"bad timesteps {text!r}: use positive integers, e.g. 16,64")
-    return sorted({int(t) for t in tokens})
 
 
 def spiking_features(snn: SpikingNet, x: torch.Tensor, timesteps: Sequence[int],
@@ -69,7 +62,6 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
     simulation run on `device` (devices.resolve), the CNN in the run's own precision.
     """
     from deepstdp.data.datasets import Data
-    from deepstdp.network.features import embed, extract_features
     from deepstdp.run.loaded import load_run
     from deepstdp.runtime.devices import resolve, resumed
 
@@ -89,25 +81,17 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
         compute = resumed(run.checkpoint.precision, dev)
         data = Data(**run.config.data_options(), progress=progress)
 
-        def whiten(features: np.ndarray) -> np.ndarray:
-            return run.pca.transform(embed(run.model, features))
-
         def cluster(features: np.ndarray) -> np.ndarray:
-            return run.clusterer.predict(whiten(features))
-
-        def margin(z: np.ndarray) -> np.ndarray | None:
-            try:
-                return run.clusterer.margin(z)
-            except DeepSTDPError:  # a clusterer without a margin: no confident half
-                return None
+            return run.clusterer.predict(run.whiten(features))
 
         splits, targets = {}, {}
         for name, x, y in (("train", data.x_train, data.train.labels),
                            ("val", data.x_val, data.val.labels)):
             idx = spread(len(x), limit)
             xs = x[idx]
-            z = whiten(extract_features(run.model, xs, compute))
-            splits[name] = Split(xs.to(dev), y[idx.numpy()], run.clusterer.predict(z), margin(z))
+            z = run.embeddings(xs, compute)
+            splits[name] = Split(xs.to(dev), y[idx.numpy()], run.clusterer.predict(z),
+                                 run.margin(z))
             targets[name] = run.targets.predict(z)
         ann = {f"{p}{m}": v for name, p in SPLITS
                for m, v in cluster_metrics(splits[name].labels, splits[name].pred).items()}
@@ -117,7 +101,7 @@ def evaluate_run(run_dir: str | Path, timesteps: Sequence[int] | None = None,
                                     len(run.checkpoint.prototypes)))
         if not timesteps:
             return {"ann": ann, "rows": []}
-        snn = load_spiking(run_dir, progress)
+        snn = load_or_convert(run_dir, progress)
         note = calibration_mismatch(snn.settings, coding, readout)
         for name, split in splits.items():
             split.simulate(snn, timesteps, batch, progress, name, readout, coding)

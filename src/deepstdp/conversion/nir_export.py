@@ -69,7 +69,7 @@ import torch
 from torch import nn
 
 from deepstdp.clustering.base import Clusterer
-from deepstdp.conversion.converter import load_spiking
+from deepstdp.conversion.converter import load_or_convert
 from deepstdp.conversion.network import SpikingNet
 from deepstdp.conversion.settings import NIR_FORMATS
 from deepstdp.run.loaded import clusterer_from_checkpoint
@@ -366,7 +366,7 @@ def export_run(run_dir: str | Path, path: str | Path, fmt: str = NIR_FORMATS[0],
     if fmt not in NIR_FORMATS:
         raise DeepSTDPError(f"unknown NIR format {fmt!r}: choose one of {', '.join(NIR_FORMATS)}")
     ck = load_checkpoint(run_dir)
-    snn = load_spiking(run_dir, progress)
+    snn = load_or_convert(run_dir, progress)
     clusterer = clusterer_from_checkpoint(ck) if ck.config.clusterer == "stdp" else None
     meta = {"input_mean": np.asarray(ck.input_mean, dtype=np.float32),
             "input_std": np.asarray(ck.input_std, dtype=np.float32)}

@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from deepstdp.config import RELU_PERCENTILE
 from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 RESETS = ("subtract", "zero")
@@ -54,7 +55,7 @@ NIR_FORMATS = ("exact", "portable", "sinabs")
 class ConversionSettings:
     """How the CNN becomes integrate-and-fire neurons (conversion.converter.convert)."""
 
-    percentile: float = 99.9
+    percentile: float = RELU_PERCENTILE
     """A ReLU layer's threshold: this percentile of its positive activations on the
     calibration images (threshold balancing; the maximum lets a few outliers slow every other
     neuron). A QCFS layer keeps its trained threshold. In the binary code (docs/conversion.md)
@@ -173,3 +174,11 @@ def check_timesteps(steps: tuple[int, ...] | list[int], coding: str) -> None:
     if max(steps) > MAX_RATE_STEPS:
         raise DeepSTDPError(f"the {coding} code is simulated for at most {MAX_RATE_STEPS} steps, "
                             f"got {max(steps)}")
+
+
+def parse_timesteps(text: str) -> list[int]:
+    """Timesteps written as a comma-separated list (\"16,64\"), sorted without repeats."""
+    tokens = [t.strip() for t in text.split(",") if t.strip()]
+    if not tokens or not all(t.isdigit() and int(t) > 0 for t in tokens):
+        raise DeepSTDPError(f"bad timesteps {text!r}: use positive integers, e.g. 16,64")
+    return sorted({int(t) for t in tokens})

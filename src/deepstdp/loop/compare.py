@@ -28,19 +28,21 @@ from deepstdp.conversion.settings import AGREEMENT, SpikingCheck
 from deepstdp.loop.training import train
 from deepstdp.registry import validated
 from deepstdp.run.rundir import (
+    CLUSTERS,
     COMPARISON,
+    CONFUSION,
+    CURVES,
+    REPORT,
+    RUNS,
+    SUMMARY,
     RunDir,
     changed_settings,
-    check_kind,
-    check_resume_or_force,
-    check_writable,
+    check_start,
 )
 from deepstdp.runtime import threads
 from deepstdp.runtime.util import DeepSTDPError, SettingError, write_json_atomic, write_text_atomic
 from deepstdp.runtime.workers import init_worker
 
-SPEC, RUNS, SUMMARY, REPORT = COMPARISON, "runs", "summary.json", "report.md"
-CURVES, CLUSTERS, CONFUSION = "curves.png", "clusters.png", "confusion.png"
 METRICS = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "knn_acc", "probe_acc",
            "mv_acc", "val_mv_acc")
 """Per-epoch metrics read from each run; a run written by 0.8 or before lacks the majority
@@ -66,8 +68,7 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
 def _one_run(job: tuple[TrainConfig, str, bool]) -> str:
     cfg, out, quiet = job
     run = RunDir(out)
-    done = run.metrics()
-    if done and done[-1]["epoch"] >= cfg.epochs:
+    if run.finished(cfg.epochs):
         return f"{run.path.name}: already complete"
     train(cfg, out, resume=run.holds_run(), quiet=quiet)
     return f"{run.path.name}: done"
@@ -79,13 +80,8 @@ def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: 
     of every run, the data, and what OUT already holds."""
     from deepstdp.data.datasets import load_dataset
 
-    check_resume_or_force(resume, force)
     check_runs(base, clusterers, spec["seeds"])
-    check_writable(out)
-    check_kind(out, "comparison")
-    spec_file = out / SPEC
-    if spec_file.exists() and not (resume or force):
-        raise DeepSTDPError(f"{out} already holds a comparison; resume it or replace it (force)")
+    check_start(out, "comparison", resume, force)
     if resume:
         saved = read_spec(out)
         diff = changed_settings(TrainConfig.from_saved(saved["base"]), base)
@@ -110,7 +106,7 @@ def check_runs(base: TrainConfig, clusterers: list[str], seeds: list[int]) -> No
 
 def read_spec(out: Path) -> dict[str, Any]:
     """compare.json, with one clear error when it is missing, unreadable or foreign."""
-    path = out / SPEC
+    path = out / COMPARISON
     if not path.exists():
         raise DeepSTDPError(f"{out} holds no comparison: {path} not found")
     try:
@@ -138,7 +134,7 @@ def run_all(base: TrainConfig, clusterers: list[str], seeds: list[int], out: Pat
     if force:
         shutil.rmtree(out / RUNS, ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / SPEC, spec)
+    write_json_atomic(out / COMPARISON, spec)
     n = base.threads or max(1, threads.resolve(None) // jobs)
     work = [(dataclasses.replace(base, clusterer=c, seed=s, threads=n),
              str(run_dir(out, c, s)), quiet or jobs > 1) for s in seeds for c in clusterers]

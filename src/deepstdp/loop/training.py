@@ -36,7 +36,8 @@ from deepstdp.network.features import batch_on, embed, extract_features
 from deepstdp.network.firing import FiringCost
 from deepstdp.network.models import ConvNet
 from deepstdp.registry import kind_of, make_clusterer, show_progress, validated
-from deepstdp.run.rundir import CURVES, PICTURES, Checkpoint, RunDir
+from deepstdp.run.loaded import clusterers_from_checkpoint
+from deepstdp.run.rundir import CURVES, EVALUATED, PICTURES, TARGETS, Checkpoint, RunDir
 from deepstdp.run.tensorboard import TensorBoardLog
 from deepstdp.run.tensorboard import check_available as check_tensorboard
 from deepstdp.runtime import devices, threads
@@ -63,7 +64,7 @@ class Clusterings(NamedTuple):
     targets: Clusterer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"evaluated": self.evaluated.state_dict(), "targets": self.targets.state_dict()}
+        return {EVALUATED: self.evaluated.state_dict(), TARGETS: self.targets.state_dict()}
 
 
 def make_clusterings(cfg: TrainConfig, k: int, k_train: int, seed: int,
@@ -198,7 +199,7 @@ def train_epoch(model: ConvNet, optimizer: torch.optim.Optimizer, x: torch.Tenso
     return total / max(count, 1)
 
 
-def cluster(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
+def fit_clusterings(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
             last_pca: PCAWhitening | None, k: int, k_train: int,
             epoch: int, progress: bool = False) -> tuple[PCAWhitening, Clusterings]:
     """PCA-whiten and cluster; the spiking layers may continue from last epoch's weights.
@@ -264,17 +265,25 @@ def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
     return row
 
 
-def train(cfg: TrainConfig, out: str | Path, resume: bool = False, force: bool = False,
+def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, force: bool = False,
           quiet: bool = False, tensorboard: bool = False) -> list[dict[str, Any]]:
     """Run (or resume) the DeepCluster loop in the run directory `out`; returns the metrics of
     every epoch. Every input is validated before anything is written (rundir.py).
-    `tensorboard`: also log each epoch's metrics and pictures to OUT/tensorboard.
+    `cfg` None resumes the run with the settings it was started with (as `deepstdp train
+    --resume` does without options); a `cfg` given to a resume may differ from the saved one
+    only in RESUMABLE_CHANGES. `tensorboard`: also log each epoch's metrics and pictures to
+    OUT/tensorboard.
 
     Under torchrun each process calls this alike; they share the work (distributed.py) and
     rank 0 alone writes.
     """
-    validated(cfg)
     run = RunDir(out)
+    if cfg is None:
+        if not resume:
+            raise DeepSTDPError("a new run needs its settings: only a resume takes the saved ones")
+        run.check_start(resume, force)
+        cfg = run.saved_config()
+    validated(cfg)
     with joined(devices.resolve(cfg.device)) as world, threads.pinned(cfg.threads):
         if cfg.batch_size % world.size:
             raise SettingError("batch_size", f"= {cfg.batch_size} must be divisible by the "
@@ -325,15 +334,12 @@ class LoopState:
     rows: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _restored(cfg: TrainConfig, run: RunDir, ck: Checkpoint, model: ConvNet,
-              optimizer: torch.optim.Optimizer, k: int, k_train: int,
+def _restored(run: RunDir, ck: Checkpoint, model: ConvNet, optimizer: torch.optim.Optimizer,
               world: World) -> LoopState:
     """The loop's state after the checkpoint's epoch; the model and optimiser in place."""
     model.load_body(ck.model)
     optimizer.load_state_dict(ck.optimizer)
-    clusterings = make_clusterings(cfg, k, k_train, 0)
-    clusterings.evaluated.load_state_dict(ck.clusterer["evaluated"])
-    clusterings.targets.load_state_dict(ck.clusterer["targets"])
+    clusterings = Clusterings(*clusterers_from_checkpoint(ck))
     rows = run.checkpoint_rows(ck)
     if world.main:
         run.write_metrics(rows)  # a crash may have left metrics.jsonl an epoch behind
@@ -354,7 +360,7 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
                                 weight_decay=cfg.weight_decay)
     aug = Augmentation(data.mean, data.std, cfg.crop_scale, cfg.jitter, cfg.grayscale)
     if ck is not None:
-        state = _restored(cfg, run, ck, model, optimizer, k, k_train, world)
+        state = _restored(run, ck, model, optimizer, world)
         if progress:
             print(f"resuming {run.path} after epoch {ck.epoch}")
     else:
@@ -409,8 +415,8 @@ def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k
     """Rank 0's part of an epoch: cluster, make the next targets, measure; updates `state`."""
     t2 = time.perf_counter()
     emb = embed(model, feats)
-    state.pca, state.clusterings = cluster(cfg, emb, state.clusterings, state.pca, k, k_train,
-                                           epoch, progress)
+    state.pca, state.clusterings = fit_clusterings(cfg, emb, state.clusterings, state.pca, k,
+                                                   k_train, epoch, progress)
     clusterer = state.clusterings.evaluated
     new = clusterer.labels_
     last_targets = None if state.targets is None else state.targets.labels

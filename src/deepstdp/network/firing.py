@@ -17,11 +17,12 @@ import math
 import torch
 from torch import nn
 
+from deepstdp.config import RELU_PERCENTILE
 from deepstdp.network.activations import QCFS
 
-RELU_SCALE_QUANTILE = 0.999
+RELU_SCALE_QUANTILE = round(RELU_PERCENTILE / 100, 12)  # 0.999, not 0.9990000000000001
 """A ReLU layer's threshold in the penalty: this quantile of the batch's positive
-activations (conversion's default percentile, 99.9)."""
+activations, where the conversion puts it by default."""
 _SAMPLE = 100_000
 """Values a ReLU layer's quantile is estimated from (a seeded sample: torch.quantile's limit
 and cost)."""

@@ -57,9 +57,29 @@ RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, SPIKING_NET, SPIKING_ROWS, 
 COMPARISON, CLUSTERING = "compare.json", "cluster.json"
 """What marks a comparison's folder (`deepstdp compare`) and a clustering's (`deepstdp
 cluster`), as config.json and checkpoint.pt mark a run's."""
-KINDS = {"run": (CONFIG, CHECKPOINT), "comparison": (COMPARISON,), "clustering": (CLUSTERING,)}
-"""The kinds of output folder and the files that mark each: a command that writes one kind
-refuses a folder of another (`check_kind`), so no command overwrites another's files."""
+RUNS, SUMMARY, REPORT = "runs", "summary.json", "report.md"
+CLUSTERS, CONFUSION = "clusters.png", "confusion.png"
+"""A comparison's folder: its runs' folder, summary, report and pictures (with CURVES)."""
+EVALUATED, TARGETS = "evaluated", "targets"
+"""The checkpoint's two clusterer states (its `clusterer` entry): k clusters, and k_train."""
+
+
+@dataclass(frozen=True)
+class OutputKind:
+    """A kind of output folder: the files that mark it, and the one whose presence means the
+    folder holds work (finished, or to resume where the kind resumes)."""
+
+    markers: tuple[str, ...]
+    holds: str
+    resumable: bool
+
+
+KINDS = {"run": OutputKind((CONFIG, CHECKPOINT), CHECKPOINT, True),
+         "comparison": OutputKind((COMPARISON,), COMPARISON, True),
+         "clustering": OutputKind((CLUSTERING,), CLUSTERING, False)}
+"""The kinds of output folder: a command that writes one kind refuses a folder of another
+(`check_kind`), so no command overwrites another's files, and every kind starts by one rule
+(`check_start`)."""
 RESUMABLE_CHANGES = ("epochs", "threads", "device")
 """Settings that may differ when a run (or a comparison of runs) is resumed: the length, and
 where it computes: thread count and device (the continuation is reproducible only for the same
@@ -155,16 +175,13 @@ class RunDir:
     # ------------------------------------------------------------------ before writing
 
     def check_start(self, resume: bool, force: bool) -> None:
-        """Refuse a start that could not proceed, touching nothing."""
-        check_resume_or_force(resume, force)
-        check_writable(self.path)
-        check_kind(self.path, "run")
-        if resume:
-            if not self.holds_run():
-                raise DeepSTDPError(f"nothing to resume: {self / CHECKPOINT} not found")
-        elif self.holds_run() and not force:
-            raise DeepSTDPError(f"run directory {self.path} already holds a run; resume it or "
-                                "replace it (force)")
+        """Refuse a start that could not proceed, touching nothing (`check_start`)."""
+        check_start(self.path, "run", resume, force)
+
+    def finished(self, epochs: int) -> bool:
+        """Whether the run has trained `epochs` epochs: its checkpoint says, not metrics.jsonl
+        (which a crash may leave an epoch behind)."""
+        return self.holds_run() and self.load_checkpoint().epoch >= epochs
 
     def saved_config(self) -> TrainConfig:
         """The settings the run was started with (its checkpoint's, else config.json)."""
@@ -268,10 +285,29 @@ class RunDir:
         return path
 
 
+def check_start(path: Path, kind: str, resume: bool, force: bool) -> None:
+    """The start rule of every output folder (KINDS), checked before anything is written:
+    resume and force exclude each other; the folder can be made and holds no other kind; a
+    resume needs work to resume; a folder that holds work is continued (resume) or replaced
+    (force), never overwritten by a plain start."""
+    check_resume_or_force(resume, force)
+    check_writable(path)
+    check_kind(path, kind)
+    spec = KINDS[kind]
+    held = (path / spec.holds).exists()
+    if resume and not spec.resumable:
+        raise DeepSTDPError(f"a {kind} does not resume: start it again")
+    if resume and not held:
+        raise DeepSTDPError(f"nothing to resume: {path / spec.holds} not found")
+    if held and not (resume or force):
+        how = "resume it or replace it (force)" if spec.resumable else "replace it (force)"
+        raise DeepSTDPError(f"{path} already holds a {kind}; {how}")
+
+
 def check_kind(path: Path, kind: str) -> None:
     """Refuse to write a `kind` folder (KINDS) where a folder of another kind is."""
-    for other, markers in KINDS.items():
-        if other != kind and any((path / m).exists() for m in markers):
+    for other, spec in KINDS.items():
+        if other != kind and any((path / m).exists() for m in spec.markers):
             raise DeepSTDPError(f"{path} holds a {other}, not a {kind}: choose another folder")
 
 
@@ -284,7 +320,7 @@ def check_output_file(name: str, force: bool) -> None:
     if path.is_dir():
         raise DeepSTDPError(f"{path} is a directory; name the file to write")
     parent = path.parent
-    if any((parent / m).exists() for markers in KINDS.values() for m in markers) and \
+    if any((parent / m).exists() for spec in KINDS.values() for m in spec.markers) and \
             path.name in (*RUN_FILES, LOCK, COMPARISON, CLUSTERING):
         raise DeepSTDPError(f"{path} is one of the files of {parent}; name another file")
     if path.exists() and not force:
