@@ -38,7 +38,7 @@ BAD_TRAIN = [
     (["--stdp", "novalue"], "use KEY=VALUE"),
     (["--stdp", "bogus=1"],
      "--stdp has no setting bogus: the settings are anneal, consolidation, drive,"),
-    (["--stdp", "nu_post=-1"], "--stdp nu_post must be a number >= 0, got -1"),
+    (["--stdp", "nu_post=-1"], "--stdp nu_post must be a finite number >= 0, got -1"),
     (["--stdp", "time=0"], "--stdp time must be an integer >= 1, got 0"),
     (["--stdp", "v_rest=nan"], "--stdp v_rest must be"),
     (["--stdp", "synapse=gap"], "--stdp synapse must be one of excitatory, push-pull"),
@@ -99,8 +99,8 @@ class _no_exit:
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"epochs": "two"}', "--epochs must be of type int, got 'two'"),
-    ('{"lr": null}', "--lr must be of type float, got None"),
+    ('{"epochs": "two"}', "--epochs must be an integer in [1, 100000], got 'two'"),
+    ('{"lr": null}', "--lr must be a finite number > 0, got None"),
     ('{"sobel": 1}', "--sobel must be of type bool, got 1"),
     ('{"epochz": 1}', "unknown setting(s) in config: epochz"),
     ("[1, 2]", "must hold a JSON object"),

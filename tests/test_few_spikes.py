@@ -111,7 +111,7 @@ def test_calibrated_conversion_of_a_run_round_trips(tmp_path, capsys):
     assert saved.settings.calibrate_steps == 2
     assert saved.settings.calibrate_readout == "membrane"
     assert main(["convert", str(run), "--calibrate", "-1", "--quiet"]) == 2
-    assert "--calibrate must be an integer in [0, 4096], got -1" in capsys.readouterr().err
+    assert "--calibrate must be in [0, 4096], got -1" in capsys.readouterr().err
     assert main(["evaluate", str(run), "--spiking", "--timesteps", "2,4", "--limit", "100",
                  "--readout", "membrane", "--threads", "1", "--quiet"]) == 0
     rows = json.loads((run / "spiking.json").read_text())

@@ -96,7 +96,7 @@ def test_thread_and_process_counts_are_bounded_by_the_cpus(run, tmp_path, capsys
 @pytest.mark.parametrize("argv, message", [
     (["evaluate", "RUN", "--spiking", "--coding", "synchronous", "--timesteps", "10000000"],
      "at most 4096 steps"),
-    (["convert", "RUN", "--calib-images", "100000000"], "--calib-images must be an integer in"),
+    (["convert", "RUN", "--calib-images", "100000000"], "--calib-images must be in [1, 4096]"),
     (["evaluate", "RUN", "--limit", "0"], "--limit must be at least 1 image"),
     (["evaluate", "RUN", "--batch", "100000000"], "--batch must be in [1, 4096]"),
 ])

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from deepstdp.clustering.choices import KMEANS_BACKENDS
 from deepstdp.clustering.stdp.settings import BEFORE_0_5, STDPSettings
+from deepstdp.runtime.rules import Rule, check_fields
 from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 DATASETS = ("digits", "tiny-imagenet")
@@ -55,36 +53,6 @@ given explicitly override them, and config.json stores every value resolved.
   its abstract and baseline tell (docs/reproduction.md)."""
 BEFORE_0_6 = {"sparsity": 0.0}
 """The values of the settings that 0.6 added, for the runs saved before them."""
-
-
-@dataclass(frozen=True)
-class Rule:
-    """Allowed values of one setting: a closed or half-open range, or a set of choices."""
-
-    low: float = -math.inf
-    high: float = math.inf
-    high_open: bool = False
-    low_open: bool = False
-    choices: tuple[str, ...] = ()
-
-    def holds(self, v: Any) -> bool:
-        if self.choices:
-            return v in self.choices
-        above = v > self.low if self.low_open else v >= self.low
-        below = v < self.high if self.high_open else v <= self.high
-        return bool(above and below) and math.isfinite(v)
-
-    def __str__(self) -> str:
-        if self.choices:
-            return "one of " + ", ".join(self.choices)
-        if math.isinf(self.high):
-            return f"a finite number {'>' if self.low_open else '>='} {_num(self.low)}"
-        return (f"in {'(' if self.low_open else '['}{_num(self.low)}, {_num(self.high)}"
-                f"{')' if self.high_open else ']'}")
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else f"{x:g}"
 
 
 RULES: dict[str, Rule] = {
@@ -136,25 +104,6 @@ def parse_widths(spec: str) -> list[int | str]:
     if not any(isinstance(t, int) for t in out):
         raise SettingError("widths", "needs at least one convolution width")
     return out
-
-
-def _check_type(name: str, value: Any, hint: Any) -> None:
-    """`value` has the setting's annotated type (JSON config files can hold anything)."""
-    base = hint
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
-        if value is None:
-            return
-        base = next(a for a in typing.get_args(hint) if a is not type(None))
-    base = typing.get_origin(base) or base
-    if base is float:
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-    elif base is int:
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    else:
-        ok = isinstance(value, base)
-    if not ok:
-        raise SettingError(name, f"must be of type {getattr(base, '__name__', base)}, got "
-                                 f"{value!r}")
 
 
 @dataclass
@@ -318,13 +267,7 @@ class TrainConfig:
         The clusterer's name is checked for its type only: the names are the registry's,
         which builds clusterers and so sits above this module (`registry.validated` checks
         both)."""
-        hints = typing.get_type_hints(TrainConfig)
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            _check_type(f.name, value, hints[f.name])
-            rule = RULES.get(f.name)
-            if value is not None and rule is not None and not rule.holds(value):
-                raise SettingError(f.name, f"must be {rule}, got {value!r}")
+        check_fields(self, RULES)
         from deepstdp.runtime import devices, threads
 
         if self.threads is not None:

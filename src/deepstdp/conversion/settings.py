@@ -10,11 +10,11 @@ docs/conversion.md explains each choice.
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
 from deepstdp.config import RELU_PERCENTILE
+from deepstdp.runtime.rules import Rule, check_fields
 from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 RESETS = ("subtract", "zero")
@@ -49,6 +49,15 @@ BINARY_POOLINGS = ("rounded", "exact")
 (ConversionSettings.binary_pooling); the first is the default."""
 NIR_FORMATS = ("exact", "portable", "sinabs")
 """The NIR export's formats (docs/nir.md); the first is the default."""
+
+
+RULES: dict[str, Rule] = {
+    "percentile": Rule(0, 100, low_open=True), "reset": Rule(choices=RESETS),
+    "v_init": Rule(0, 1, high_open=True), "binary_pooling": Rule(choices=BINARY_POOLINGS),
+    "calib_images": Rule(1, MAX_CALIB_IMAGES), "calibrate_steps": Rule(0, MAX_RATE_STEPS),
+    "calibrate_readout": Rule(choices=READOUTS), "calibrate_coding": Rule(choices=CODINGS),
+}
+"""What each of ConversionSettings' fields allows beyond its type."""
 
 
 @dataclass(frozen=True)
@@ -89,32 +98,13 @@ class ConversionSettings:
     """The coding (CODINGS) the calibration simulates, the one the network will be run with."""
 
     def validate(self) -> ConversionSettings:
-        """Check every setting's range; raises SettingError naming the first bad one."""
-        if not (isinstance(self.percentile, int | float) and 0 < self.percentile <= 100):
-            raise SettingError("percentile", f"must be in (0, 100], got {self.percentile}")
-        if self.reset not in RESETS:
-            raise SettingError("reset", f"must be one of {', '.join(RESETS)}, got {self.reset!r}")
-        if not (isinstance(self.v_init, int | float) and math.isfinite(self.v_init)
-                and 0 <= self.v_init < 1):
-            raise SettingError("v_init", f"must be in [0, 1), got {self.v_init}")
-        for name, low, high in (("calib_images", 1, MAX_CALIB_IMAGES),
-                                ("calibrate_steps", 0, MAX_RATE_STEPS)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise SettingError(name, f"must be an integer in [{low}, {high}], got {value!r}")
-        if self.binary_pooling not in BINARY_POOLINGS:
-            raise SettingError("binary_pooling", f"must be one of {', '.join(BINARY_POOLINGS)}, "
-                                                 f"got {self.binary_pooling!r}")
-        if self.calibrate_coding not in CODINGS:
-            raise SettingError("calibrate_coding", f"must be one of {', '.join(CODINGS)}, "
-                                                   f"got {self.calibrate_coding!r}")
+        """Check every setting's type and range; raises SettingError naming the first bad
+        one."""
+        check_fields(self, RULES)
         if self.calibrate_coding == "binary" and self.calibrate_steps > MAX_BINARY_STEPS:
             raise SettingError("calibrate_steps", f"the binary code takes at most "
                                                   f"{MAX_BINARY_STEPS}, got "
                                                   f"{self.calibrate_steps}")
-        if self.calibrate_readout not in READOUTS:
-            raise SettingError("calibrate_readout", f"must be one of {', '.join(READOUTS)}, "
-                                                    f"got {self.calibrate_readout!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

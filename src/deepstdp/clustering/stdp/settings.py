@@ -9,12 +9,10 @@ the command line can read it without compiling anything. docs/snn.md explains ea
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass
-from numbers import Integral, Real
 from typing import Any
 
+from deepstdp.runtime.rules import Rule, check_fields
 from deepstdp.runtime.util import DeepSTDPError
 
 INITS = ("data", "kmeans++", "random")
@@ -26,8 +24,20 @@ INFERENCES = ("spikes", "current")
 BEFORE_0_5: dict[str, Any] = {"init": "data", "synapse": "excitatory", "weight_norm": "sum",
                               "consolidation": 0, "n_init": 1, "anneal": None,
                               "inference": "spikes"}
-_CHOICES = {"init": INITS, "synapse": SYNAPSES, "weight_norm": WEIGHT_NORMS,
-            "inference": INFERENCES}
+_POSITIVE, _NON_NEGATIVE = Rule(0, low_open=True), Rule(0)
+RULES: dict[str, Rule] = {
+    "init": Rule(choices=INITS), "synapse": Rule(choices=SYNAPSES),
+    "weight_norm": Rule(choices=WEIGHT_NORMS), "inference": Rule(choices=INFERENCES),
+    "n_neurons": Rule(1), "time": Rule(1), "epochs": _NON_NEGATIVE,
+    "max_reshow": _NON_NEGATIVE, "consolidation": _NON_NEGATIVE, "n_init": Rule(1),
+    "dt": _POSITIVE, "intensity": _POSITIVE, "intensity_step": _NON_NEGATIVE,
+    "tau_m": _POSITIVE, "refractory": _NON_NEGATIVE, "theta_plus": _NON_NEGATIVE,
+    "tau_theta": _POSITIVE, "inhibition": _NON_NEGATIVE, "nu_pre": _NON_NEGATIVE,
+    "nu_post": _NON_NEGATIVE, "tau_pre": _POSITIVE, "tau_post": _POSITIVE, "wmax": _POSITIVE,
+    "norm": _POSITIVE, "drive": _POSITIVE, "anneal": _POSITIVE,
+    "v_rest": Rule(), "v_reset": Rule(), "v_thresh": Rule(),
+}
+"""What each setting allows beyond its type (None wherever the type allows it)."""
 
 
 @dataclass(frozen=True)
@@ -126,10 +136,9 @@ class STDPSettings:
     def validate(self, n_clusters: int | None = None) -> STDPSettings:
         """Check every setting's type and range (and n_neurons >= n_clusters when given).
 
-        Raises DeepSTDPError naming the first bad setting and what it allows.
+        Raises SettingError (a DeepSTDPError) naming the first bad setting and what it allows.
         """
-        for f in dataclasses.fields(self):
-            _check(f.name, getattr(self, f.name))
+        check_fields(self, RULES)
         if (self.v_rest >= self.v_thresh) or (self.v_reset >= self.v_thresh):
             raise DeepSTDPError(f"v_rest ({self.v_rest}) and v_reset ({self.v_reset}) must be "
                                 f"below v_thresh ({self.v_thresh})")
@@ -137,38 +146,3 @@ class STDPSettings:
             raise DeepSTDPError(f"n_neurons ({self.n_neurons}) must be at least n_clusters "
                                 f"({n_clusters})")
         return self
-
-
-# Allowed values: (kind, lowest, whether the lowest is allowed, None allowed).
-_INT, _REAL = "an integer", "a number"
-_RULES: dict[str, tuple[str, float, bool, bool]] = {
-    "n_neurons": (_INT, 1, True, True), "time": (_INT, 1, True, False),
-    "epochs": (_INT, 0, True, False), "max_reshow": (_INT, 0, True, False),
-    "dt": (_REAL, 0, False, False), "intensity": (_REAL, 0, False, False),
-    "intensity_step": (_REAL, 0, True, False), "tau_m": (_REAL, 0, False, False),
-    "refractory": (_REAL, 0, True, False), "theta_plus": (_REAL, 0, True, False),
-    "tau_theta": (_REAL, 0, False, True), "inhibition": (_REAL, 0, True, False),
-    "nu_pre": (_REAL, 0, True, False), "nu_post": (_REAL, 0, True, False),
-    "tau_pre": (_REAL, 0, False, False), "tau_post": (_REAL, 0, False, False),
-    "wmax": (_REAL, 0, False, False), "norm": (_REAL, 0, False, True),
-    "drive": (_REAL, 0, False, False), "anneal": (_REAL, 0, False, True),
-    "consolidation": (_INT, 0, True, False), "n_init": (_INT, 1, True, False),
-    "v_rest": (_REAL, -math.inf, False, False), "v_reset": (_REAL, -math.inf, False, False),
-    "v_thresh": (_REAL, -math.inf, False, False),
-}
-
-
-def _check(name: str, value: Any) -> None:
-    if name in _CHOICES:
-        if value not in _CHOICES[name]:
-            raise DeepSTDPError(f"{name} must be one of {', '.join(_CHOICES[name])}, "
-                                f"got {value!r}")
-        return
-    kind, low, closed, none_ok = _RULES[name]
-    if value is None and none_ok:
-        return
-    typed = isinstance(value, Integral if kind == _INT else Real) and not isinstance(value, bool)
-    if not (typed and math.isfinite(value) and (value >= low if closed else value > low)):
-        allowed = (f"{kind} {'>=' if closed else '>'} {low:g}" if math.isfinite(low)
-                   else "a finite number") + (" or None" if none_ok else "")
-        raise DeepSTDPError(f"{name} must be {allowed}, got {value!r}")
