@@ -16,7 +16,8 @@ from deepstdp.cli import main
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.converter import convert
 from deepstdp.conversion.network import SpikingNet
-from deepstdp.conversion.nir_export import PORTABLE_DT, nirtorch_node_map, sinabs_from_nir, to_nir
+from deepstdp.conversion.nir_export import PORTABLE_DT, to_nir
+from deepstdp.conversion.nir_import import nirtorch_node_map, sinabs_from_nir
 from deepstdp.conversion.settings import NIR_FORMATS, ConversionSettings
 from deepstdp.data.datasets import Data
 from deepstdp.loop.training import train

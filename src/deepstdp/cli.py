@@ -33,11 +33,11 @@ from deepstdp.conversion.settings import (
     AGREEMENT,
     BINARY_POOLINGS,
     CODINGS,
+    EVALUATE_TIMESTEPS,
     NIR_FORMATS,
     READOUTS,
     RESETS,
-    SPIKING_TIMESTEPS,
-    TIMESTEPS,
+    SUMMARY_TIMESTEPS,
     ConversionSettings,
     SpikingCheck,
 )
@@ -362,7 +362,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     steps = None
     if args.spiking:
         steps = (parse_timesteps(args.timesteps) if args.timesteps
-                 else list(TIMESTEPS[args.coding]))
+                 else list(EVALUATE_TIMESTEPS[args.coding]))
     res = evaluate_run(args.run_dir, steps, limit=args.limit, batch=args.batch,
                        threads=args.threads, progress=not args.quiet, readout=args.readout,
                        device=args.device, coding=args.coding)
@@ -441,7 +441,8 @@ def add_conversion_parsers(sub: Any) -> None:
                         "(default %(default)s)")
     e.add_argument("--timesteps",
                    help="simulation lengths T (per layer, layer by layer) (default: "
-                        + "; ".join(f"{c} {','.join(map(str, t))}" for c, t in TIMESTEPS.items())
+                        + "; ".join(f"{c} {','.join(map(str, t))}"
+                                    for c, t in EVALUATE_TIMESTEPS.items())
                         + ")")
     e.add_argument("--readout", choices=READOUTS, default=READOUTS[0],
                    help="features from the feature layer's spike counts or from the input it "
@@ -460,10 +461,10 @@ def add_conversion_parsers(sub: Any) -> None:
     x.add_argument("--nir", required=True, metavar="FILE", help="NIR (HDF5) file to write")
     x.add_argument("--format", choices=NIR_FORMATS, default=NIR_FORMATS[0],
                    help="exact: spike for spike, runs in nirtorch with "
-                        "deepstdp.conversion.nir_export.nirtorch_node_map(); portable: nodes "
+                        "deepstdp.conversion.nir_import.nirtorch_node_map(); portable: nodes "
                         "that snnTorch and Norse import, with membranes starting at 0 and, in "
                         "snnTorch, reset to zero; sinabs: nodes that sinabs.from_nir imports, "
-                        "spike for spike in deepstdp.conversion.nir_export.sinabs_from_nir() "
+                        "spike for spike in deepstdp.conversion.nir_import.sinabs_from_nir() "
                         "(docs/nir.md) (default %(default)s)")
     x.add_argument("--threads", type=int, help="unless given: all cores")
     x.add_argument("--force", action="store_true", help="replace an existing --nir file")
@@ -509,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default %(default)s)")
     c.add_argument("--spiking-timesteps",
                    help="steps simulated for it (default: " + "; ".join(
-                       f"{c} {','.join(map(str, t))}" for c, t in SPIKING_TIMESTEPS.items())
+                       f"{c} {','.join(map(str, t))}" for c, t in SUMMARY_TIMESTEPS.items())
                    + ")")
     c.add_argument("--spiking-limit", type=int, default=SpikingCheck.limit,
                    help="images per split it simulates (default %(default)s)")

@@ -66,7 +66,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from deepstdp.clustering.base import Clusterer
 from deepstdp.conversion.converter import load_or_convert
@@ -243,7 +242,7 @@ def _portable_differences(snn: SpikingNet, stdp: bool) -> str:
 # ------------------------------------------------------------------------ sinabs format
 
 SINABS_READER = (
-    "deepstdp.conversion.nir_export.sinabs_from_nir(graph, B), i.e. sinabs.from_nir(graph, "
+    "deepstdp.conversion.nir_import.sinabs_from_nir(graph, B), i.e. sinabs.from_nir(graph, "
     "batch_size=B) and, in each sinabs.layers.IAFSqueeze, "
     "spike_fn = sinabs.activation.SingleSpike, min_v_mem = None, "
     "reset_fn = sinabs.activation.MembraneReset() when reset is 'zero', "
@@ -296,33 +295,6 @@ def sinabs_nodes(snn: SpikingNet) -> tuple[dict[str, Any], list[tuple[str, str]]
     return nodes, edges
 
 
-def sinabs_from_nir(graph: Any, batch_size: int) -> nn.Module:
-    """Sinabs module that runs a sinabs-format graph as the network, for one batch of
-    `batch_size` samples: input (batch_size * T, C, H, W), each sample's T steps in a row;
-    returns (output spikes of the same layout, state). A new batch needs a new module.
-
-    sinabs.from_nir, then in each IAF layer the network's neurons: one spike per step
-    (SingleSpike, not Sinabs's default floor(v / threshold)), no floor on v (from_nir clips
-    it at -threshold), reset to zero if the metadata says so, and v starting at metadata
-    v_init * threshold.
-    """
-    try:
-        import sinabs
-    except ImportError:
-        raise DeepSTDPError("running a sinabs file needs Sinabs: pip install "
-                            "'deepstdp[nir-interop]'") from None
-    module = sinabs.from_nir(graph, batch_size=batch_size)
-    v_init = float(graph.metadata.get("v_init", 0.0))
-    for layer in module.modules():
-        if isinstance(layer, sinabs.layers.IAF):
-            layer.spike_fn, layer.min_v_mem = sinabs.activation.SingleSpike, None
-            if graph.metadata.get("reset") == "zero":
-                layer.reset_fn = sinabs.activation.MembraneReset()
-            threshold = layer.spike_threshold.detach()
-            layer.v_mem = (v_init * threshold).expand(batch_size, *threshold.shape).clone()
-    return module
-
-
 def _sinabs_differences(stdp: bool) -> str:
     """What a sinabs file run by sinabs_from_nir changes about the network, '' when nothing."""
     return "the STDP layer is left out" if stdp else ""
@@ -373,74 +345,3 @@ def export_run(run_dir: str | Path, path: str | Path, fmt: str = NIR_FORMATS[0],
     graph = to_nir(snn, clusterer, meta, fmt)
     atomic_write(path, lambda p: nir.write(p, graph))
     return graph
-
-
-# --------------------------------------------------------------- running exact files in torch
-
-
-class _Integrator(nn.Module):
-    """NIR I at dt = 1: v += r * x; outputs v."""
-
-    def __init__(self, node: Any):
-        super().__init__()
-        self.register_buffer("r", torch.as_tensor(node.r))
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
-        v = self.r * x if state is None else state + self.r * x
-        return v, v
-
-
-class _Threshold(nn.Module):
-    def __init__(self, node: Any):
-        super().__init__()
-        self.register_buffer("threshold", torch.as_tensor(node.threshold))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x > self.threshold).to(x.dtype)
-
-
-class _Scale(nn.Module):
-    def __init__(self, node: Any):
-        super().__init__()
-        self.register_buffer("scale", torch.as_tensor(node.scale))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.scale
-
-
-class _IF(nn.Module):
-    """NIR IF at dt = 1, from v = 0: v += r * x; spike where v > v_threshold, then v = v_reset."""
-
-    def __init__(self, node: Any):
-        super().__init__()
-        for key in ("r", "v_threshold", "v_reset"):
-            self.register_buffer(key, torch.as_tensor(getattr(node, key)))
-
-    def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
-        v = self.r * x if state is None else state + self.r * x
-        s = (v > self.v_threshold).to(x.dtype)
-        return s, torch.where(s > 0, self.v_reset, v)
-
-
-def _affine(node: Any) -> nn.Linear:
-    m = nn.Linear(node.weight.shape[1], node.weight.shape[0])
-    m.weight.data = torch.as_tensor(node.weight)
-    m.bias.data = torch.as_tensor(node.bias)
-    return m
-
-
-def _flatten(node: Any) -> nn.Flatten:
-    """NIR's dims leave out the batch; torch's count it."""
-    return nn.Flatten(node.start_dim + 1, node.end_dim + (node.end_dim >= 0))
-
-
-def nirtorch_node_map() -> dict[Any, Any]:
-    """Node map for nirtorch.nir_to_torch that runs an exact-format CNN file spike for spike.
-
-    It adds the node types nirtorch 2.6 lacks (I, Threshold, Scale, IF) and replaces two of its
-    defaults: Affine (which leaves the bias at its random initial value) and Flatten (which
-    reads NIR's dims as torch's, flattening the batch). The module returns (output, state).
-    """
-    nir = _nir()
-    return {nir.I: _Integrator, nir.Threshold: _Threshold, nir.Scale: _Scale, nir.IF: _IF,
-            nir.Affine: _affine, nir.Flatten: _flatten}

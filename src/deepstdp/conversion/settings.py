@@ -41,9 +41,11 @@ MAX_CALIB_IMAGES = 4096
 default 512 already pin down, and the positive activations of every image (up to a million
 values per layer and batch of 64) are kept until the percentiles are taken, a few GB at this
 bound."""
-TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8), "layered": (2, 4, 8, 16, 32, 64),
-             "synchronous": (16, 32, 64, 128, 256)}
-"""The steps `evaluate --spiking` simulates unless told, per coding."""
+EVALUATE_TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8), "layered": (2, 4, 8, 16, 32, 64),
+                      "synchronous": (16, 32, 64, 128, 256)}
+"""The steps `evaluate --spiking` simulates unless told, per coding: the curve up to where
+agreement saturates (a rate code's 256). Not SUMMARY_TIMESTEPS, which searches finely for the
+smallest T that converts and stops at 64 so that a comparison's check stays short."""
 BINARY_POOLINGS = ("rounded", "exact")
 """How a pooling neuron codes the pooled mean in the binary code
 (ConversionSettings.binary_pooling); the first is the default."""
@@ -122,10 +124,11 @@ class ConversionSettings:
         return cls(**{"calibrate_coding": "synchronous", **d})
 
 
-SPIKING_TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8),
+SUMMARY_TIMESTEPS = {"binary": (1, 2, 3, 4, 5, 6, 8),
                      "layered": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64),
                      "synchronous": (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64)}
-"""The steps at which each run's converted network is simulated for the summary, per coding."""
+"""The steps at which each run's converted network is simulated for a comparison's summary,
+per coding: fine steps up to 64, to find the smallest T reaching AGREEMENT."""
 AGREEMENT = 0.95
 """The agreement with its CNN's clusters at which a run's spiking network counts as converted:
 the summary's T is the smallest that reaches it."""
@@ -136,7 +139,7 @@ class SpikingCheck:
     """How each run of a comparison is converted and simulated for the summary."""
 
     timesteps: tuple[int, ...] | None = None
-    """None: SPIKING_TIMESTEPS of the coding."""
+    """None: SUMMARY_TIMESTEPS of the coding."""
     limit: int | None = 300
     """Images per split, spread evenly (None: all)."""
     readout: str = "membrane"
@@ -147,7 +150,7 @@ class SpikingCheck:
 
     @property
     def steps(self) -> tuple[int, ...]:
-        return self.timesteps or SPIKING_TIMESTEPS[self.coding]
+        return self.timesteps or SUMMARY_TIMESTEPS[self.coding]
 
     def validate(self) -> SpikingCheck:
         check_timesteps(self.steps, self.coding)
