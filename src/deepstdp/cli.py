@@ -86,12 +86,19 @@ def parse_stdp_option(text: str) -> tuple[str, Any]:
 def add_data_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS,
-                   help=f"digits ships with scikit-learn {default('dataset')}")
-    g.add_argument("--data-root", help="Tiny ImageNet folder (or its parent); else $DEEPSTDP_DATA")
+                   help="digits ships with scikit-learn; folder: any folder of images; the "
+                        f"others read their official files (docs/data.md) {default('dataset')}")
+    g.add_argument("--data-root", help="the set's folder (or its parent, but for folder); else "
+                                       "$DEEPSTDP_DATA")
     g.add_argument("--classes", help="class count N (first N wnids, sorted) or wnid,wnid,... "
                                      f"{default('classes')}")
     if resize:
         g.add_argument("--image-size", type=int, help=f"resize side {default('image_size')}")
+    g.add_argument("--val-fraction", type=float,
+                   help="folder without train/ and val/: fraction held out as val "
+                        f"{default('val_fraction')}")
+    g.add_argument("--skip-bad", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"folder: skip files that are not images {default('skip_bad')}")
 
 
 def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
@@ -347,7 +354,8 @@ def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, 
     from deepstdp.measures.metrics import cluster_metrics, cluster_sizes
 
     sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
-                         progress=progress) for split in ("train", "val")]
+                         progress=progress, val_fraction=cfg.val_fraction,
+                         skip_bad=cfg.skip_bad) for split in ("train", "val")]
     x_train, x_val = (s.images.reshape(len(s.images), -1) / 255.0 for s in sets)
     if pixels:
         shape = sets[0].images.shape[1:3] if sets[0].images.shape[-1] == 1 else None
@@ -365,10 +373,10 @@ def _cluster(cfg: TrainConfig, pixels: bool, progress: bool) -> tuple[dict[str, 
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from deepstdp.data.datasets import download_tiny_imagenet
+    from deepstdp.data.datasets import download
 
-    path = download_tiny_imagenet(args.data_root, progress=not args.quiet)
-    print(f"Tiny ImageNet is at {path}")
+    path = download(args.name, args.data_root, progress=not args.quiet)
+    print(f"{args.name} is at {path}")
     return 0
 
 
@@ -566,7 +574,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--quiet", action="store_true")
     k.set_defaults(func=cmd_cluster)
 
-    d = sub.add_parser("download", help="fetch and unpack the official Tiny ImageNet zip")
+    d = sub.add_parser("download", help="fetch, check and unpack a data set's official files")
+    d.add_argument("name", nargs="?", default="tiny-imagenet", metavar="NAME",
+                   help="tiny-imagenet, cifar10, cifar100, stl10, mnist or fashion-mnist "
+                        "(cifar100-20 and stl10-unlabelled: their base set's files); an "
+                        "interrupted download continues where it stopped (default %(default)s)")
     d.add_argument("--data-root", required=True, help="folder to unpack into")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
