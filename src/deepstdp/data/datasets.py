@@ -404,9 +404,14 @@ def _fetch(remote: Remote, part: Path, dest: Path, progress: bool) -> None:
                            unit="B", unit_scale=True, disable=not progress) as bar):
                     out.seek(offset)
                     out.truncate()
+                    received = 0
                     while chunk := response.read(1 << 20):
                         out.write(chunk)
+                        received += len(chunk)
                         bar.update(len(chunk))
+                # http.client ends a body cut short quietly: a dropped connection shows only here.
+                if length.isdigit() and received < int(length):
+                    raise http.client.IncompleteRead(b"", int(length) - received)
     except (OSError, ValueError, http.client.HTTPException) as e:
         # A plain URLError's str() wraps its reason in "<urlopen error ...>".
         reason = e.reason if type(e) is urllib.error.URLError else e
