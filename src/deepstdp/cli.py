@@ -83,12 +83,19 @@ def parse_stdp_option(text: str) -> tuple[str, Any]:
 def add_data_args(p: argparse.ArgumentParser, resize: bool = True) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--dataset", choices=DATASETS,
-                   help=f"digits ships with scikit-learn {default('dataset')}")
-    g.add_argument("--data-root", help="Tiny ImageNet folder (or its parent); else $DEEPSTDP_DATA")
+                   help="digits ships with scikit-learn; folder: any folder of images; the "
+                        f"others read their official files (docs/data.md) {default('dataset')}")
+    g.add_argument("--data-root", help="the set's folder (or its parent, but for folder); else "
+                                       "$DEEPSTDP_DATA")
     g.add_argument("--classes", help="class count N (first N wnids, sorted) or wnid,wnid,... "
                                      f"{default('classes')}")
     if resize:
         g.add_argument("--image-size", type=int, help=f"resize side {default('image_size')}")
+    g.add_argument("--val-fraction", type=float,
+                   help="folder without train/ and val/: fraction held out as val "
+                        f"{default('val_fraction')}")
+    g.add_argument("--skip-bad", action=argparse.BooleanOptionalAction, default=None,
+                   help=f"folder: skip files that are not images {default('skip_bad')}")
 
 
 def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
@@ -326,10 +333,10 @@ def cmd_cluster(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from deepstdp.data.datasets import download_tiny_imagenet
+    from deepstdp.data.datasets import download
 
-    path = download_tiny_imagenet(args.data_root, progress=not args.quiet)
-    print(f"Tiny ImageNet is at {path}")
+    path = download(args.name, args.data_root, progress=not args.quiet)
+    print(f"{args.name} is at {path}")
     return 0
 
 
@@ -529,7 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--quiet", action="store_true")
     k.set_defaults(func=cmd_cluster)
 
-    d = sub.add_parser("download", help="fetch and unpack the official Tiny ImageNet zip")
+    d = sub.add_parser("download", help="fetch, check and unpack a data set's official files")
+    d.add_argument("name", nargs="?", default="tiny-imagenet", metavar="NAME",
+                   help="tiny-imagenet, cifar10, cifar100, stl10, mnist or fashion-mnist "
+                        "(cifar100-20 and stl10-unlabelled: their base set's files); an "
+                        "interrupted download continues where it stopped (default %(default)s)")
     d.add_argument("--data-root", required=True, help="folder to unpack into")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)

@@ -13,7 +13,8 @@ from deepstdp.clustering.stdp.settings import BEFORE_0_5, STDPSettings
 from deepstdp.runtime.rules import Rule, check_fields
 from deepstdp.runtime.util import DeepSTDPError, SettingError
 
-DATASETS = ("digits", "tiny-imagenet")
+DATASETS = ("digits", "tiny-imagenet", "folder", "cifar10", "cifar100", "cifar100-20", "stl10",
+            "stl10-unlabelled", "mnist", "fashion-mnist")
 HEADS = ("centroid", "reset")
 SAMPLINGS = ("uniform", "shuffle")
 BALANCES = ("none", "sinkhorn")
@@ -72,6 +73,7 @@ RULES: dict[str, Rule] = {
     "schedule": Rule(choices=SCHEDULES), "warmup_epochs": Rule(0, 100_000),
     "momentum": Rule(0, 1, high_open=True), "weight_decay": Rule(0), "knn_k": Rule(1, 10_000),
     "seed": Rule(0, 2**63, high_open=True), "threads": Rule(1, 4096),
+    "val_fraction": Rule(0, 1, low_open=True, high_open=True),
 }
 """What each setting allows beyond its type; the clusterer's names are the registry's."""
 
@@ -115,14 +117,24 @@ class TrainConfig:
 
     # Data
     dataset: str = "digits"
-    """'digits' (scikit-learn's 1,797 8x8 digits, shipped, no download) or 'tiny-imagenet'."""
+    """'digits' (scikit-learn's 1,797 8x8 digits, shipped, no download), 'tiny-imagenet',
+    'folder' (any folder of images) or a standard set from its official files: 'cifar10',
+    'cifar100', 'cifar100-20' (its superclasses), 'stl10', 'stl10-unlabelled' (its 100,000
+    unlabelled images trained on too), 'mnist', 'fashion-mnist' (docs/data.md)."""
     data_root: str | None = None
-    """Tiny ImageNet root (or the folder holding it); falls back to $DEEPSTDP_DATA."""
+    """The set's folder (or, but for 'folder', the folder holding it); for Tiny ImageNet and
+    the standard sets it falls back to $DEEPSTDP_DATA."""
     classes: str = "10"
     """A class count N (first N wnids in sorted order) or comma-separated wnids."""
     image_size: int = 32
     """Side the images are resized to. At 32 a Tiny ImageNet epoch of the default recipe took
     15-20 s on one thread (docs/learning.md); 64 has four times the pixels."""
+    val_fraction: float = 0.1
+    """Dataset 'folder' without a train/val pair of folders: the fraction of its images held
+    out as the val split (seeded, stratified by class when labelled)."""
+    skip_bad: bool = False
+    """Dataset 'folder': skip files that are not images (counted in one warning) instead of
+    stopping at the first."""
 
     # Network
     widths: str = "32,M,64,M,128,M,256,M"
@@ -286,8 +298,12 @@ class TrainConfig:
 
     def data_options(self) -> dict[str, Any]:
         """The settings that say which images a run sees: `data.datasets.Data`'s arguments."""
-        return {"dataset": self.dataset, "data_root": self.data_root, "classes": self.classes,
-                "image_size": self.image_size}
+        return {"dataset": self.dataset, "image_size": self.image_size, **self.set_options()}
+
+    def set_options(self) -> dict[str, Any]:
+        """`data.datasets.load_dataset`'s arguments beyond the set's name and split."""
+        return {"data_root": self.data_root, "classes": self.classes,
+                "val_fraction": self.val_fraction, "skip_bad": self.skip_bad}
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -1,5 +1,9 @@
 """Datasets as in-memory uint8 arrays, plus batched tensor transforms for the training loop.
 
+The sets: scikit-learn's digits, Tiny ImageNet, any folder of images (`load_image_folder`) and
+the standard sets read from their official files (`standard`); `download` fetches the files of
+any set in `SOURCES`.
+
 DeepCluster re-extracts features from the whole training set every epoch, so images are decoded
 once, kept in memory as one uint8 array and cached on disk as `.npz`; augmentation then runs on
 whole batches of tensors (no per-image PIL work, no torchvision).
@@ -12,8 +16,10 @@ import http.client
 import json
 import os
 import shutil
+import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import warnings
 import zipfile
@@ -29,7 +35,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
-from deepstdp.config import DATASETS
+from deepstdp.config import DATASETS, TrainConfig
+from deepstdp.data import standard
+from deepstdp.data.standard import Remote, Source
 from deepstdp.runtime.util import DeepSTDPError, SettingError, atomic_write
 
 TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
@@ -45,16 +53,30 @@ _JPEG_SUFFIXES = (".jpeg", ".jpg")
 
 @dataclass
 class ImageSet:
-    """A labelled image set held in memory."""
+    """An image set held in memory, with its labels where it has them.
+
+    Labels may be absent: an image without one (a flat image folder, STL-10's unlabelled
+    images) has label -1, and a set with no labelled image at all has no classes. The labels
+    only score a clustering, never train it, so scores must be taken over `labelled_mask`."""
 
     images: np.ndarray  # uint8 (N, H, W, C)
-    labels: np.ndarray  # int64 (N,), indices into `classes`
+    labels: np.ndarray  # int64 (N,), indices into `classes`, -1 for an unlabelled image
     classes: list[str]
     name: str
 
     @property
     def n_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def labelled_mask(self) -> np.ndarray:
+        """Which images have a label: the only ones a score may count."""
+        return self.labels >= 0
+
+    @property
+    def labelled(self) -> bool:
+        """Whether any image has a label (else nothing can be scored against classes)."""
+        return bool(self.n_classes) and bool(self.labelled_mask.any())
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -188,24 +210,44 @@ def _cache_key(root: Path, wnids: list[str], split: str, paths: list[Path]) -> s
     return h.hexdigest()[:20]
 
 
-def _decode(path: Path) -> np.ndarray:
+def _decode(path: Path, side: int | None = None) -> np.ndarray:
     """One image as uint8 (H, W, 3): grayscale, palette, RGBA and CMYK images become RGB;
     16-bit grayscale is scaled to 8 bits (Pillow's own conversion clips it to white); 32-bit
-    integer and float images, whose range no file states, are refused by name."""
+    integer and float images, whose range no file states, are refused by name. With `side`,
+    the image is centre-cropped to a square and resized to side x side (`_square`); a JPEG is
+    then decoded at the smallest of its reduced scales that still covers the side, which makes
+    a large photo several times cheaper to read."""
     try:
         with Image.open(path) as im:
+            if side is not None:
+                im.draft(im.mode, (side, side))
             if im.mode.startswith("I;16"):
                 gray = (np.asarray(im, dtype=np.uint32) + 128) // 257
-                return np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
-            if im.mode in ("I", "F"):
+                rgb = np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+            elif im.mode in ("I", "F"):
                 raise DeepSTDPError(f"cannot read image {path}: its pixels are "
                                     f"{'32-bit integers' if im.mode == 'I' else 'floats'} "
                                     "of no stated range; save it with 8 or 16 bits")
-            return np.asarray(im.convert("RGB"))
+            else:
+                rgb = np.asarray(im.convert("RGB"))
     except DeepSTDPError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DeepSTDPError(f"cannot read image {path}: {e}") from None
+    return rgb if side is None else _square(rgb, side)
+
+
+def _square(image: np.ndarray, side: int) -> np.ndarray:
+    """The centred square of an (H, W, 3) image, resized to side x side: cropping rather than
+    squeezing keeps objects' proportions, as torchvision's Resize + CenterCrop do."""
+    h, w = image.shape[:2]
+    if (h, w) == (side, side):
+        return image
+    edge = min(h, w)
+    box = ((w - edge) // 2, (h - edge) // 2, (w - edge) // 2 + edge, (h - edge) // 2 + edge)
+    out = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC, box=box,
+                                        reducing_gap=3.0)
+    return np.asarray(out)
 
 
 def _decode_all(paths: list[Path], name: str, progress: bool) -> np.ndarray:
@@ -281,6 +323,138 @@ def load_tiny_imagenet(
     return ImageSet(images=images, labels=labels, classes=wnids, name=name)
 
 
+SOURCES: dict[str, Source] = {
+    "tiny-imagenet": Source(TINY_IMAGENET_DIR, "wnids.txt",
+                            (Remote(TINY_IMAGENET_URL, TINY_IMAGENET_MD5, TINY_IMAGENET_SIZE),)),
+    **standard.SOURCES,
+}
+"""Every set `download` fetches: its official files, their MD5s and the folder they make."""
+
+
+def download(name: str, dest: str | os.PathLike, progress: bool = True, *,
+             source: Source | None = None) -> Path:
+    """Fetch, verify and unpack the official files of `name` (SOURCES) into `dest`; return the
+    set's folder there (`dest/<Source.folder>`). `source` replaces the table's entry.
+
+    Each file is written to `dest/.<name>-<file>.part`: an interrupted download leaves it there
+    and the next call continues it with an HTTP Range request (a server that ignores the range
+    sends the whole file again, which restarts it). A complete file whose MD5 (or size, where
+    known) is not the published one is deleted, so that a bad copy is never resumed; archives
+    are unpacked into a temp folder renamed into place only when complete, so a failure never
+    leaves a half-populated set.
+    """
+    source = source or SOURCES.get(standard.VARIANTS.get(name, name))
+    if source is None:
+        raise DeepSTDPError(f"unknown download {name!r}: expected one of {', '.join(SOURCES)}")
+    dest = Path(dest).expanduser()
+    target = dest / source.folder
+    if (target / source.marker).is_file():
+        return target
+    if target.exists():
+        raise DeepSTDPError(f"{target} exists but has no {source.marker}: remove it and "
+                            "download again")
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DeepSTDPError(f"cannot create {dest}: {e.strerror or e}") from None
+
+    parts = [dest / f".{name}-{_file_name(r.url)}.part" for r in source.files]
+    for remote, part in zip(source.files, parts, strict=True):
+        _fetch(remote, part, dest, progress)
+    tmp_dir = Path(tempfile.mkdtemp(dir=dest, prefix=f".{source.folder}."))
+    try:
+        for remote, part in zip(source.files, parts, strict=True):
+            _unpack(remote.url, part, tmp_dir / source.folder)
+        if not (tmp_dir / source.folder / source.marker).is_file():
+            raise DeepSTDPError(f"the download of {source.files[0].url} holds no "
+                                f"{source.folder}/{source.marker}")
+        os.replace(tmp_dir / source.folder, target)
+    finally:
+        for part in parts:  # verified: of no use once unpacked, nor if it cannot be
+            part.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    return target
+
+
+def _file_name(url: str) -> str:
+    return Path(urllib.parse.urlparse(url).path).name or "download"
+
+
+def _fetch(remote: Remote, part: Path, dest: Path, progress: bool) -> None:
+    """Download `remote` into `part`, continuing what `part` holds; then check its MD5."""
+    url = remote.url
+    offset = part.stat().st_size if part.is_file() else 0
+    headers = {"Range": f"bytes={offset}-"} if offset else {}
+    try:
+        try:
+            response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                              timeout=60)
+        except urllib.error.HTTPError as e:
+            if e.code != 416 or not offset:  # 416: nothing after offset, the part is whole
+                raise
+            response = None
+        if response is not None:
+            with response:
+                if offset and getattr(response, "status", None) != 206:
+                    offset = 0  # the server sent the whole file: start again
+                length = response.headers.get("Content-Length", "")
+                total = remote.size or (offset + int(length) if length.isdigit() else None)
+                with (part.open("r+b" if offset else "wb") as out,
+                      tqdm(total=total, initial=offset, desc=f"downloading {_file_name(url)}",
+                           unit="B", unit_scale=True, disable=not progress) as bar):
+                    out.seek(offset)
+                    out.truncate()
+                    received = 0
+                    while chunk := response.read(1 << 20):
+                        out.write(chunk)
+                        received += len(chunk)
+                        bar.update(len(chunk))
+                # http.client ends a body cut short quietly: a dropped connection shows only here.
+                if length.isdigit() and received < int(length):
+                    raise http.client.IncompleteRead(b"", int(length) - received)
+    except (OSError, ValueError, http.client.HTTPException) as e:
+        # A plain URLError's str() wraps its reason in "<urlopen error ...>".
+        reason = e.reason if type(e) is urllib.error.URLError else e
+        kept = part.is_file() and part.stat().st_size > 0
+        if not kept:
+            part.unlink(missing_ok=True)
+        raise DeepSTDPError(
+            f"cannot download {url}: {reason}; "
+            + (f"run the command again to continue {part.name}" if kept else
+               f"download it by hand and unpack it into {dest}")
+        ) from None
+    n_bytes = part.stat().st_size
+    if remote.size is not None and n_bytes != remote.size:
+        part.unlink()
+        raise DeepSTDPError(f"download of {url} has {n_bytes} bytes, expected {remote.size}")
+    digest = hashlib.md5(usedforsecurity=False)
+    with part.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            digest.update(chunk)
+    if digest.hexdigest() != remote.md5:
+        part.unlink()
+        raise DeepSTDPError(f"download of {url} has MD5 {digest.hexdigest()}, expected "
+                            f"{remote.md5}")
+
+
+def _unpack(url: str, part: Path, folder: Path) -> None:
+    """Unpack a verified download into the temp folder `folder`'s parent (an archive holds the
+    set's folder) or, for a plain file, move it into `folder`."""
+    name = _file_name(url)
+    try:
+        if name.endswith(".zip"):
+            with zipfile.ZipFile(part) as archive:
+                archive.extractall(folder.parent)
+        elif name.endswith((".tar.gz", ".tgz", ".tar")):
+            with tarfile.open(part) as archive:
+                archive.extractall(folder.parent, filter="data")
+        else:
+            folder.mkdir(exist_ok=True)
+            os.replace(part, folder / name)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError) as e:
+        raise DeepSTDPError(f"cannot unpack the download of {url}: {e}") from None
+
+
 def download_tiny_imagenet(
     dest: str | os.PathLike,
     url: str = TINY_IMAGENET_URL,
@@ -289,63 +463,197 @@ def download_tiny_imagenet(
     md5: str = TINY_IMAGENET_MD5,
     size: int = TINY_IMAGENET_SIZE,
 ) -> Path:
-    """Fetch, verify and unzip the official zip into `dest`; return `dest/tiny-imagenet-200`.
+    """Fetch, verify and unzip the official zip into `dest`; return `dest/tiny-imagenet-200`
+    (`download`, with the zip's URL, MD5 and size as given)."""
+    return download("tiny-imagenet", dest, progress,
+                    source=Source(TINY_IMAGENET_DIR, "wnids.txt", (Remote(url, md5, size),)))
 
-    The zip goes to a temp file and is extracted into a temp folder that is renamed into place
-    only when complete, so an interrupted download never leaves a half-populated dataset.
+
+# --------------------------------------------------------------------------- image folders
+
+FOLDER_SIDE = 64
+"""Side of the square an image folder's images are stored at when they differ in size (or
+exceed it): Tiny ImageNet's own and the `paper` recipe's resolution, above the default
+image_size of 32, at 12 KB an image (1.2 GB for 100,000)."""
+VAL_FRACTION = 0.1
+SPLIT_SEED = 0
+"""The seed of a held-out val split: fixed, so every run and both splits see one partition."""
+
+
+def _visible(path: Path) -> bool:
+    # Dot files are macOS metadata ("._x.jpg", ".DS_Store") that copies of folders often carry.
+    return not path.name.startswith(".")
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """Every visible file under `folder`, at any depth, sorted by path."""
+    return sorted(p for p in folder.rglob("*") if p.is_file()
+                  and all(_visible(Path(q)) for q in p.relative_to(folder).parts))
+
+
+def _list_folder(base: Path, classes: list[str] | None) -> tuple[list[Path], np.ndarray,
+                                                                   list[str]]:
+    """The files of `base` and their labels: with class sub-folders, ImageFolder's layout
+    (classes named by folder, sorted; files beside them are ignored), else every file of
+    `base` itself, unlabelled. `classes`: the train split's, which a val folder's must be in."""
+    subdirs = sorted(p for p in base.iterdir() if p.is_dir() and _visible(p))
+    if not subdirs:
+        if classes:
+            raise DeepSTDPError(f"{base} has no class folders but {base.parent / 'train'} has")
+        paths = sorted(p for p in base.iterdir() if p.is_file() and _visible(p))
+        return paths, np.full(len(paths), -1, dtype=np.int64), []
+    names = [d.name for d in subdirs]
+    if classes is None:
+        classes = names
+    unknown = sorted(set(names) - set(classes))
+    if unknown:
+        raise DeepSTDPError(f"{base} has class folder(s) {', '.join(unknown)} that "
+                            f"{base.parent / 'train'} has not")
+    per_class = [_files_under(d) for d in subdirs]
+    for d, files in zip(subdirs, per_class, strict=True):
+        if not files:
+            raise DeepSTDPError(f"class folder {d} holds no files")
+    index = {c: i for i, c in enumerate(classes)}
+    labels = np.repeat(np.array([index[n] for n in names], dtype=np.int64),
+                       [len(f) for f in per_class])
+    return [p for files in per_class for p in files], labels, classes
+
+
+def held_out(labels: np.ndarray, fraction: float, seed: int = SPLIT_SEED) -> np.ndarray:
+    """Which images make the val split: `fraction` of each class (of all images when none is
+    labelled), at least one of a class of two or more and never all of it, drawn with `seed`."""
+    rng = np.random.default_rng(seed)
+    val = np.zeros(len(labels), dtype=bool)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = min(max(int(len(members) * fraction + 0.5), 1), len(members) - 1)
+        val[rng.permutation(members)[:n]] = True
+    return val
+
+
+def _decode_folder(paths: list[Path], name: str, side: int, skip_bad: bool,
+                   progress: bool) -> tuple[np.ndarray, np.ndarray, int]:
+    """Decode the images into one array: at their own size while they all share one of at most
+    `side` pixels a side (no loss), else every one centre-cropped and resized to side x side
+    (the images read so far are resized when the first of another size turns up, so it is one
+    pass). Returns the images, the indices of `paths` they are, and the count of files skipped
+    as not images (`skip_bad`; else the first such file raises)."""
+    images: np.ndarray | None = None
+    kept: list[int] = []
+    square = False
+    for i, path in enumerate(tqdm(paths, desc=f"decoding {name}", unit="img",
+                                  disable=not progress)):
+        try:
+            image = _decode(path, side if square else None)
+        except DeepSTDPError:
+            if not skip_bad:
+                raise
+            continue
+        if images is None:
+            square = max(image.shape[:2]) > side
+            image = _square(image, side) if square else image
+            images = np.empty((len(paths), *image.shape), dtype=np.uint8)
+        elif image.shape != images.shape[1:]:
+            if not square:
+                square, done = True, images[:len(kept)]
+                images = np.empty((len(paths), side, side, 3), dtype=np.uint8)
+                for j, old in enumerate(done):
+                    images[j] = _square(old, side)
+            image = _square(image, side)
+        images[len(kept)] = image
+        kept.append(i)
+    if images is None:
+        raise DeepSTDPError(f"none of the {len(paths)} files of {name} is an image")
+    n_bad = len(paths) - len(kept)
+    return (images[:len(kept)].copy() if n_bad else images), np.array(kept, dtype=np.int64), n_bad
+
+
+def _read_folder_cache(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray,
+                                                                 int] | None:
+    """A folder's cached images, labels and skipped count, or None (it is then rebuilt)."""
+    try:
+        with np.load(path, allow_pickle=False) as cached:
+            if cached["classes"].tolist() != classes:
+                return None
+            return cached["images"], cached["labels"], int(cached["skipped"])
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
+
+
+def load_image_folder(
+    root: str | os.PathLike | None,
+    split: str = "train",
+    *,
+    val_fraction: float = VAL_FRACTION,
+    skip_bad: bool = False,
+    side: int = FOLDER_SIDE,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> ImageSet:
+    """A split of any folder of images (JPEG, PNG, BMP, WebP: whatever Pillow reads), decoded
+    once to uint8 RGB and cached like Tiny ImageNet's.
+
+    Layouts: `root/<class>/<image>` (ImageFolder's: classes named by folder, sorted, images at
+    any depth below them) or images directly in `root` (unlabelled: labels -1, no classes).
+    The val split is `root/val` where `root` holds both `train` and `val` folders (each in
+    either layout), else `val_fraction` of the images held out (`held_out`: seeded, and
+    stratified by class when labelled). A file that is not an image raises, naming it, unless
+    `skip_bad`, which skips such files with one warning of their count. The cache is keyed by
+    the files' paths under `root`, sizes and mtimes, so an edited folder is decoded again.
     """
-    dest = Path(dest).expanduser()
-    target = dest / TINY_IMAGENET_DIR
-    if (target / "wnids.txt").is_file():
-        return target
-    if target.exists():
-        raise DeepSTDPError(f"{target} exists but has no wnids.txt: remove it and download again")
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DeepSTDPError(f"cannot create {dest}: {e.strerror or e}") from None
+    _check_split(split)
+    if root is None:
+        raise SettingError("data_root", "is not given: name the folder of images")
+    if isinstance(val_fraction, bool) or not 0 < val_fraction < 1:
+        raise SettingError("val_fraction", f"must be in (0, 1), got {val_fraction!r}")
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        problem = "is not a folder" if root.exists() else "does not exist"
+        raise DeepSTDPError(f"data folder {root} {problem}")
+    root = root.resolve()
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        train_classes = _list_folder(root / "train", None)[2] if split == "val" else None
+        paths, labels, classes = _list_folder(root / split, train_classes)
+        where = f"split {split} of {root}"
+    else:
+        paths, labels, classes = _list_folder(root, None)
+        if len(paths) < 2:
+            raise DeepSTDPError(f"{root} holds {len(paths)} file(s): too few to hold out a "
+                                "val split")
+        val = held_out(labels, val_fraction)
+        chosen = val if split == "val" else ~val
+        paths, labels = [p for p, c in zip(paths, chosen, strict=True) if c], labels[chosen]
+        where = f"{root} ({split}: {val_fraction:g} held out)"
+    if not paths:
+        raise DeepSTDPError(f"no files in {where}")
+    name = f"folder/{split}"
 
-    fd, tmp_name = tempfile.mkstemp(dir=dest, prefix=f".{TINY_IMAGENET_DIR}.", suffix=".zip.part")
-    tmp_zip = Path(tmp_name)
-    tmp_dir = Path(tempfile.mkdtemp(dir=dest, prefix=f".{TINY_IMAGENET_DIR}."))
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        n_bytes = 0
+    cache_dir = Path(cache_dir if cache_dir is not None else _default_cache_dir()).expanduser()
+    if cache_dir.resolve().is_relative_to(root):
+        raise DeepSTDPError(f"cache folder {cache_dir} is inside the data folder {root}")
+    key = _cache_key(root, classes, f"{where}/{side}px/skip_bad={skip_bad}", paths)
+    cache_file = cache_dir / f"folder-{split}-{key}.npz"
+    cached = _read_folder_cache(cache_file, classes)
+    if cached is not None and len(cached[0]) == len(cached[1]):
+        images, labels, n_bad = cached
+    else:
+        images, kept, n_bad = _decode_folder(paths, name, side, skip_bad, progress)
+        labels = labels[kept]
         try:
-            with (
-                os.fdopen(fd, "wb") as out,
-                urllib.request.urlopen(url, timeout=60) as response,
-                tqdm(
-                    total=size, desc="downloading", unit="B", unit_scale=True, disable=not progress
-                ) as bar,
-            ):
-                while chunk := response.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    n_bytes += len(chunk)
-                    bar.update(len(chunk))
-        except (OSError, ValueError, http.client.HTTPException) as e:
-            # A plain URLError's str() wraps its reason in "<urlopen error ...>".
-            reason = e.reason if type(e) is urllib.error.URLError else e
-            raise DeepSTDPError(
-                f"cannot download {url}: {reason}; download it by hand and unzip it into {dest}"
-            ) from None
-        if n_bytes != size:
-            raise DeepSTDPError(f"download of {url} has {n_bytes} bytes, expected {size}")
-        if digest.hexdigest() != md5:
-            raise DeepSTDPError(f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}")
-        try:
-            with zipfile.ZipFile(tmp_zip) as archive:
-                archive.extractall(tmp_dir)
-        except (zipfile.BadZipFile, OSError) as e:
-            raise DeepSTDPError(f"cannot unzip the download of {url}: {e}") from None
-        if not (tmp_dir / TINY_IMAGENET_DIR / "wnids.txt").is_file():
-            raise DeepSTDPError(f"the zip at {url} holds no {TINY_IMAGENET_DIR}/wnids.txt")
-        os.replace(tmp_dir / TINY_IMAGENET_DIR, target)
-    finally:
-        tmp_zip.unlink(missing_ok=True)
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-    return target
+            atomic_write(cache_file, lambda p: _write_folder_npz(p, images, labels, classes,
+                                                                n_bad))
+        except OSError as e:
+            warnings.warn(f"cannot write cache {cache_file}: {e}", stacklevel=2)
+    if n_bad:
+        warnings.warn(f"skipped {n_bad} file(s) of {where} that are not images", stacklevel=2)
+    return ImageSet(images=images, labels=labels, classes=classes, name=name)
+
+
+def _write_folder_npz(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
+                      skipped: int) -> None:
+    with path.open("wb") as f:
+        np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str),
+                 skipped=skipped)
 
 
 # --------------------------------------------------------------------------- digits and dispatch
@@ -367,6 +675,17 @@ def load_digits_set(split: str = "train") -> ImageSet:
     return ImageSet(images, labels, [str(d) for d in range(10)], f"digits/{split}")
 
 
+def _fixed_classes(name: str, classes: str | int | list[str] | None, n: int) -> None:
+    """A set whose classes are its own takes `classes` left out (None, or the setting's
+    default, which picks Tiny ImageNet's subset) or as its own count; anything else would
+    silently be ignored, so it is refused."""
+    if classes is None or str(classes).strip() == TrainConfig.classes:
+        return
+    if parse_classes(classes) != n:
+        have = f"always has its {n} classes" if n else "has no classes (it is unlabelled)"
+        raise SettingError("classes", f"must be left out: {name} {have}")
+
+
 def load_dataset(
     name: str,
     split: str,
@@ -374,14 +693,29 @@ def load_dataset(
     classes: str | int | list[str] | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    val_fraction: float = VAL_FRACTION,
+    skip_bad: bool = False,
 ) -> ImageSet:
-    """Load a data set by its CLI name ("digits" or "tiny-imagenet")."""
+    """Load a data set by its name (config.DATASETS): digits, tiny-imagenet, folder (any folder
+    of images, `load_image_folder`, which alone reads `val_fraction` and `skip_bad`) or a
+    standard set (`standard.STANDARD`), whose val split is its official test split."""
     if name == "digits":
         if classes is not None and parse_classes(classes) != 10:
             raise SettingError("classes", "must be left out: digits always has its 10 classes")
         return load_digits_set(split)
     if name == "tiny-imagenet":
         return load_tiny_imagenet(data_root, parse_classes(classes), split, cache_dir, progress)
+    if name == "folder":
+        images = load_image_folder(data_root, split, val_fraction=val_fraction,
+                                   skip_bad=skip_bad, cache_dir=cache_dir, progress=progress)
+        _fixed_classes(name, classes, images.n_classes)
+        return images
+    if name in standard.STANDARD:
+        _check_split(split)
+        _fixed_classes(name, classes, standard.N_CLASSES[name])
+        folder = standard.resolve_folder(data_root, name)
+        images, labels, names = standard.load_standard(name, folder, split)
+        return ImageSet(images, labels, names, f"{name}/{split}")
     raise DeepSTDPError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
 
 
@@ -487,12 +821,15 @@ class Data:
     """A data set's train and val images with their true labels, as the loop and the spiking
     evaluation read them: `x_train` and `x_val` index like normalised float32 tensors (by the
     training images' channel statistics `mean` and `std`) of side `image_size` (None: as
-    stored) but hold uint8, converting per batch (ImageTensor)."""
+    stored) but hold uint8, converting per batch (ImageTensor). `val_fraction` and `skip_bad`
+    are load_image_folder's."""
 
     def __init__(self, dataset: str, data_root: str | os.PathLike | None = None,
                  classes: str | int | list[str] | None = None, image_size: int | None = None,
-                 progress: bool = False):
-        kw = dict(data_root=data_root, classes=classes, progress=progress)
+                 progress: bool = False, val_fraction: float = VAL_FRACTION,
+                 skip_bad: bool = False):
+        kw = dict(data_root=data_root, classes=classes, progress=progress,
+                  val_fraction=val_fraction, skip_bad=skip_bad)
         self.train: ImageSet = load_dataset(dataset, "train", **kw)
         self.val: ImageSet = load_dataset(dataset, "val", **kw)
         self.mean, self.std = channel_stats(self.train.images)

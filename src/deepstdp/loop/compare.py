@@ -89,7 +89,7 @@ def check_comparison(base: TrainConfig, clusterers: list[str], out: Path, spec: 
         if diff:
             raise DeepSTDPError(f"cannot resume {out}: the comparison's settings differ "
                                 f"({', '.join(diff)})")
-    load_dataset(base.dataset, "train", data_root=base.data_root, classes=base.classes)
+    load_dataset(base.dataset, "train", **base.set_options())
 
 
 def check_runs(base: TrainConfig, clusterers: list[str], seeds: list[int]) -> None:
@@ -296,8 +296,7 @@ def write_report(out: Path, clusterers: list[str], seeds: list[int],
     ck = RunDir(run).load_checkpoint()
     cfg = ck.config
     labels = np.asarray(ck.labels)
-    train_set = load_dataset(cfg.dataset, "train", data_root=cfg.data_root,
-                             classes=cfg.classes, progress=False)
+    train_set = load_dataset(cfg.dataset, "train", **cfg.set_options(), progress=False)
     plot_cluster_grid(train_set.images, labels, out / CLUSTERS,
                       title=f"{out.name}: {shown}, seed {seeds[-1]}, epoch {ck.epoch}")
     m = contingency(train_set.labels, labels)

@@ -39,8 +39,8 @@ def cluster_images(cfg: TrainConfig, out: str | Path, pixels: bool = False, forc
 
 def _fit(cfg: TrainConfig, pixels: bool,
          progress: bool) -> tuple[dict[str, Any], Clusterer, tuple[int, int] | None]:
-    sets = [load_dataset(cfg.dataset, split, data_root=cfg.data_root, classes=cfg.classes,
-                         progress=progress) for split in SPLITS]
+    sets = [load_dataset(cfg.dataset, split, **cfg.set_options(), progress=progress)
+            for split in SPLITS]
     x_train, x_val = (s.images.reshape(len(s.images), -1) / 255.0 for s in sets)
     if pixels:
         shape = sets[0].images.shape[1:3] if sets[0].images.shape[-1] == 1 else None
