@@ -252,7 +252,9 @@ def cmd_train(args: argparse.Namespace) -> int:
                  tensorboard=args.tensorboard)
     if not args.quiet:
         last = rows[-1]
-        print(f"done: {out}  ACC {last['acc']:.3f}  val ACC {last['val_acc']:.3f}")
+        scores = "no labels to score" if last["acc"] is None else \
+            f"ACC {last['acc']:.3f}  val ACC {last['val_acc']:.3f}"
+        print(f"done: {out}  {scores}")
     return 0
 
 
@@ -378,6 +380,16 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"note: {res['note']}", file=sys.stderr)
     if steps:
         print(f"wrote {args.run_dir}/{SPIKING_ROWS}, {SPIKING_TABLE} and {SPIKING_PLOT}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from deepstdp.run.predict import predict_to_csv
+
+    n = predict_to_csv(args.run_dir, args.inputs, args.out, batch=args.batch,
+                       threads_n=args.threads, force=args.force, progress=not args.quiet)
+    if not args.quiet:
+        print(f"wrote {args.out}: {n} images")
     return 0
 
 
@@ -544,6 +556,19 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--data-root", required=True, help="folder to unpack into")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(func=cmd_download)
+
+    r = sub.add_parser("predict", help="assign new images to a trained run's clusters (CSV)")
+    r.add_argument("run_dir", help=f"run directory with {CHECKPOINT}")
+    r.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="image files, or folders of them (read at any depth)")
+    r.add_argument("--out", required=True, metavar="FILE.csv",
+                   help="CSV to write: path, cluster, target_cluster, margin")
+    r.add_argument("--batch", type=int, default=256,
+                   help="images embedded at once (default %(default)s)")
+    r.add_argument("--threads", type=int, help="unless given: all cores")
+    r.add_argument("--force", action="store_true", help="replace an existing --out file")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_predict)
     add_conversion_parsers(sub)  # spiking conversion
     return p
 

@@ -250,6 +250,34 @@ def _square(image: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(out)
 
 
+def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
+    """One image file as uint8 (S, S, channels), its centred square at its own resolution:
+    how a trained network takes an image it has not seen (`run.predict`), whatever its size,
+    mode or format. channels 1: grayscale (ITU-R 601-2 luma, PIL's 'L'), as digits are."""
+    rgb = _decode(Path(path))
+    rgb = np.array(_square(rgb, min(rgb.shape[:2])))  # writable: torch takes it as is
+    if channels == 3:
+        return rgb
+    if channels == 1:
+        return np.array(Image.fromarray(rgb).convert("L"))[..., None]
+    raise DeepSTDPError(f"images of {channels} channels cannot be read from files")
+
+
+def image_files(inputs: list[str | os.PathLike]) -> list[Path]:
+    """The files named, and every visible file under the folders named (sorted, at any depth),
+    in the order given; a path that does not exist raises, naming it."""
+    out: list[Path] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            out += _files_under(path)
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise DeepSTDPError(f"{path} is neither an image file nor a folder")
+    return out
+
+
 def _decode_all(paths: list[Path], name: str, progress: bool) -> np.ndarray:
     """Decode into one preallocated array, in one thread.
 

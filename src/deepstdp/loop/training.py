@@ -236,6 +236,11 @@ class TargetClusters(NamedTuple):
     n: int
 
 
+LABEL_SCORES = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "mv_acc", "val_mv_acc",
+                "knn_acc", "probe_acc", "target_nmi")
+"""An epoch's scores against the true labels: None where a split has no labelled image."""
+
+
 def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
                   last: np.ndarray | None, val_pred: np.ndarray, targets: Targets,
                   f_train: np.ndarray, f_val: np.ndarray,
@@ -244,18 +249,30 @@ def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
     """The epoch's row: the evaluated clustering against the classes (train and val), its NMI
     to last epoch's, the majority-vote readout of the target clusters (`mv_acc`,
     `val_mv_acc`: Diehl & Cook's, docs/reproduction.md), k-NN and linear-probe accuracy of
-    the features, and the targets' NMI and size range. The true labels are read here only."""
-    row = cluster_metrics(data.train.labels, new)
+    the features, and the targets' NMI and size range. The true labels are read here only,
+    and only the labelled images are scored (label -1: an image without one); a split with
+    none leaves its scores None (LABEL_SCORES)."""
+    y_train, y_val = data.train.labels, data.val.labels
+    on_train, on_val = y_train >= 0, y_val >= 0
+    row: dict[str, Any] = dict.fromkeys(LABEL_SCORES)
+    if on_train.any():
+        row.update(cluster_metrics(y_train[on_train], new[on_train]))
+        row["target_nmi"] = cluster_metrics(y_train[on_train],
+                                            targets.labels[on_train])["nmi"]
+    if on_val.any():
+        row.update({f"val_{m}": v for m, v in
+                    cluster_metrics(y_val[on_val], val_pred[on_val]).items()})
     row["nmi_prev"] = None if last is None else cluster_metrics(last, new)["nmi"]
-    row.update({f"val_{m}": v for m, v in cluster_metrics(data.val.labels, val_pred).items()})
     if target_clusters is not None:
-        row.update(majority_metrics(data.train.labels, target_clusters.train, data.val.labels,
-                                    target_clusters.val, target_clusters.n))
         row["mv_clusters"] = target_clusters.n
-    args = (f_train, data.train.labels, f_val, data.val.labels)
-    row["knn_acc"] = knn_accuracy(*args, k=cfg.knn_k)
-    row["probe_acc"] = linear_probe_accuracy(*args)
-    row["target_nmi"] = cluster_metrics(data.train.labels, targets.labels)["nmi"]
+        if on_train.any() and on_val.any():
+            row.update(majority_metrics(y_train[on_train], target_clusters.train[on_train],
+                                        y_val[on_val], target_clusters.val[on_val],
+                                        target_clusters.n))
+    if on_train.any() and on_val.any():
+        args = (f_train[on_train], y_train[on_train], f_val[on_val], y_val[on_val])
+        row["knn_acc"] = knn_accuracy(*args, k=cfg.knn_k)
+        row["probe_acc"] = linear_probe_accuracy(*args)
     row["target_kept"] = None if last_targets is None else kept_targets(last_targets,
                                                                          targets.labels)
     row["target_trained"] = float(targets.keep.mean())
@@ -293,9 +310,11 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, force:
         if ck is not None:
             run.check_same(cfg, ck.epoch)
         data = Data(**cfg.data_options(), progress=not quiet and world.main)
+        if not (cfg.k or data.train.n_classes):
+            raise SettingError("k", "must be given: the images have no classes to count")
         k = cfg.k or data.train.n_classes
         k_train = k_train_of(cfg, k)
-        for name, value in (("k", k), ("k_train", k_train)):
+        for name, value in (("k", k), ("k_train", k_train), ("batch_size", cfg.batch_size)):
             if value > len(data.train.labels):
                 raise SettingError(name, f"= {value} exceeds the {len(data.train.labels)} "
                                    "training images")
@@ -475,11 +494,15 @@ def _cpu(state: Any) -> Any:
 
 
 def format_row(r: dict[str, Any]) -> str:
+    """The epoch's line: its scores ('-' where the images have no labels), cluster sizes and
+    seconds."""
+    def f(key: str) -> str:
+        return "-" if r.get(key) is None else f"{r[key]:.3f}"
+
     sizes = r["cluster_sizes"]
     secs = r["time_train"] + r["time_features"] + r["time_cluster"] + r["time_eval"]
     loss = "" if r["loss"] is None else f"loss {r['loss']:.3f}  "
-    return (f"epoch {r['epoch']:3d}  {loss}ACC {r['acc']:.3f} NMI {r['nmi']:.3f} "
-            f"ARI {r['ari']:.3f} | val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} "
-            f"ARI {r['val_ari']:.3f} | majority vote of {r['mv_clusters']} {r['mv_acc']:.3f} "
-            f"val {r['val_mv_acc']:.3f} | k-NN {r['knn_acc']:.3f} probe {r['probe_acc']:.3f} | "
-            f"clusters {min(sizes)}-{max(sizes)} | {secs:.1f}s")
+    return (f"epoch {r['epoch']:3d}  {loss}ACC {f('acc')} NMI {f('nmi')} ARI {f('ari')} | "
+            f"val ACC {f('val_acc')} NMI {f('val_nmi')} ARI {f('val_ari')} | majority vote of "
+            f"{r['mv_clusters']} {f('mv_acc')} val {f('val_mv_acc')} | k-NN {f('knn_acc')} "
+            f"probe {f('probe_acc')} | clusters {min(sizes)}-{max(sizes)} | {secs:.1f}s")

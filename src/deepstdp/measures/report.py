@@ -16,26 +16,31 @@ import numpy as np  # noqa: E402
 from deepstdp.runtime.util import atomic_write  # noqa: E402
 
 
+def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
+    """A metric per row, NaN (no point) where a row lacks it or holds None (no labels)."""
+    return [np.nan if r.get(key) is None else r[key] for r in rows]
+
+
 def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str | None = None) -> None:
     """ACC, NMI and ARI per epoch (train solid, val dashed), the majority-vote readout of the
     target clusters beside ACC where the rows have it, and the feature diagnostics."""
     epochs = [r["epoch"] for r in rows]
     fig, axes = plt.subplots(1, 4, figsize=(16, 3.6), constrained_layout=True)
     for ax, m in zip(axes, ("acc", "nmi", "ari"), strict=False):
-        ax.plot(epochs, [r[m] for r in rows], "o-", ms=3, label="train")
-        ax.plot(epochs, [r[f"val_{m}"] for r in rows], "s--", ms=3, label="val")
+        ax.plot(epochs, _values(rows, m), "o-", ms=3, label="train")
+        ax.plot(epochs, _values(rows, f"val_{m}"), "s--", ms=3, label="val")
         ax.set_title(m.upper())
     if any("mv_acc" in r for r in rows):
         n = next(r["mv_clusters"] for r in rows if "mv_clusters" in r)
-        axes[0].plot(epochs, [r.get("mv_acc", np.nan) for r in rows], "^-", ms=3,
+        axes[0].plot(epochs, _values(rows, "mv_acc"), "^-", ms=3,
                      label=f"train, majority vote of {n}")
-        axes[0].plot(epochs, [r.get("val_mv_acc", np.nan) for r in rows], "v--", ms=3,
+        axes[0].plot(epochs, _values(rows, "val_mv_acc"), "v--", ms=3,
                      label=f"val, majority vote of {n}")
         axes[0].set_title("ACC (Hungarian at k; majority vote)")
     axes[0].legend(fontsize=8)
     ax = axes[3]
     for m, label in (("knn_acc", "k-NN"), ("probe_acc", "linear probe")):
-        ax.plot(epochs, [r.get(m, np.nan) for r in rows], "o-", ms=3, label=label)
+        ax.plot(epochs, _values(rows, m), "o-", ms=3, label=label)
     ax.set_title("features: val accuracy")
     ax.legend()
     for ax in axes:
