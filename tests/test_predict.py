@@ -131,3 +131,5 @@ def test_a_folder_without_labels_trains_and_leaves_its_scores_out(tmp_path, caps
     rows = load_run(tmp_path / "run").checkpoint.metrics
     assert rows[-1]["acc"] is None and rows[-1]["nmi_prev"] is not None
     assert sum(rows[-1]["cluster_sizes"]) == 32 and rows[-1]["loss"] > 0
+    assert main(["evaluate", str(tmp_path / "run"), "--threads", "1", "--quiet"]) == 0
+    assert "CNN      ACC - NMI - ARI -" in capsys.readouterr().out

@@ -192,10 +192,16 @@ def _confident(row: dict[str, Any]) -> str:
 
 
 def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
-    """The printed summary: the CNN, then one line per T."""
-    lines = [f"CNN      ACC {ann['acc']:.3f} NMI {ann['nmi']:.3f} ARI {ann['ari']:.3f} | "
-             f"val ACC {ann['val_acc']:.3f} NMI {ann['val_nmi']:.3f} ARI {ann['val_ari']:.3f} | "
-             f"majority vote {ann['mv_acc']:.3f} val {ann['val_mv_acc']:.3f}"]
+    """The printed summary: the CNN, then one line per T ('-': no labels to score)."""
+    def f(r: dict[str, Any], key: str) -> str:
+        return "-" if r.get(key) is None else f"{r[key]:.3f}"
+
+    def scores(r: dict[str, Any]) -> str:
+        return (f"ACC {f(r, 'acc')} NMI {f(r, 'nmi')} ARI {f(r, 'ari')} | val ACC "
+                f"{f(r, 'val_acc')} NMI {f(r, 'val_nmi')} ARI {f(r, 'val_ari')}")
+
+    lines = [f"CNN      {scores(ann)} | majority vote {f(ann, 'mv_acc')} val "
+             f"{f(ann, 'val_mv_acc')}"]
     if rows:
         lines[0] += (f" | MACs {rows[0]['macs_per_image'] / 1e6:.2f}M "
                      f"{rows[0]['energy_ann_uj']:.2f} uJ")
@@ -203,8 +209,7 @@ def format_rows(ann: dict[str, float], rows: list[dict[str, Any]]) -> str:
                      f"{rows[0]['readout']} readout")
     for r in rows:
         lines.append(
-            f"T={r['timesteps']:<5d} ACC {r['acc']:.3f} NMI {r['nmi']:.3f} ARI {r['ari']:.3f} | "
-            f"val ACC {r['val_acc']:.3f} NMI {r['val_nmi']:.3f} ARI {r['val_ari']:.3f} | "
+            f"T={r['timesteps']:<5d} {scores(r)} | "
             f"agree {r['agreement']:.3f}/{r['val_agreement']:.3f}"
             f"{_confident(r)} | "
             f"SOPs {r['sops_per_image'] / 1e6:.2f}M | {r['energy_snn_uj']:.2f} uJ | "

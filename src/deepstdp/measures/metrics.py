@@ -8,8 +8,10 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 
 def contingency(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
-    """Counts[c, k] of samples of class c put in cluster k (ids are taken as 0..max)."""
+    """Counts[c, k] of samples of class c put in cluster k (ids are taken as 0..max); images
+    without a label (-1) are left out."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    y_true, y_pred = y_true[y_true >= 0], y_pred[y_true >= 0]
     m = np.zeros((y_true.max() + 1, y_pred.max() + 1), dtype=np.int64)
     np.add.at(m, (y_true, y_pred), 1)
     return m
@@ -26,7 +28,13 @@ def cluster_acc(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     return float(m[rows, cols].sum() / len(y_true))
 
 
-def cluster_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+def cluster_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float | None]:
+    """ACC, NMI and ARI over the labelled images (label -1: none); None without any."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    labelled = y_true >= 0
+    if not labelled.any():
+        return dict.fromkeys(("acc", "nmi", "ari"))
+    y_true, y_pred = y_true[labelled], y_pred[labelled]
     return {
         "acc": cluster_acc(y_true, y_pred),
         "nmi": float(normalized_mutual_info_score(y_true, y_pred)),
@@ -62,7 +70,13 @@ def majority_accuracy(y_true: np.ndarray, clusters: np.ndarray, names: np.ndarra
 def majority_metrics(y_train: np.ndarray, c_train: np.ndarray, y_val: np.ndarray,
                      c_val: np.ndarray, n_clusters: int) -> dict[str, float]:
     """`mv_acc` and `val_mv_acc`: the clusters named on the train split, both splits scored
-    with those names (val's classes never name a cluster)."""
+    with those names (val's classes never name a cluster); over labelled images only, None
+    where there are none."""
+    y_train, c_train, y_val, c_val = map(np.asarray, (y_train, c_train, y_val, c_val))
+    if not ((y_train >= 0).any() and (y_val >= 0).any()):
+        return {"mv_acc": None, "val_mv_acc": None}
+    c_train, y_train = c_train[y_train >= 0], y_train[y_train >= 0]
+    c_val, y_val = c_val[y_val >= 0], y_val[y_val >= 0]
     names = majority_names(y_train, c_train, n_clusters)
     return {"mv_acc": majority_accuracy(y_train, c_train, names),
             "val_mv_acc": majority_accuracy(y_val, c_val, names)}
