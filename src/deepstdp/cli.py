@@ -393,6 +393,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from deepstdp.run.html import write_report
+
+    path = write_report(args.path, samples=args.samples, progress=not args.quiet)
+    print(f"wrote {path}: open it in any browser, offline (file://{Path(path).resolve()})")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from deepstdp.conversion.nir_export import export_run
     from deepstdp.runtime import threads
@@ -569,6 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="replace an existing --out file")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     r.set_defaults(func=cmd_predict)
+
+    h = sub.add_parser("report", help="one self-contained report.html of a run or comparison")
+    h.add_argument("path", help="a run's or a comparison's folder; report.html is written there")
+    h.add_argument("--samples", type=int, default=8,
+                   help="sample images shown per cluster (default %(default)s)")
+    h.add_argument("--quiet", action="store_true", help="no progress bar")
+    h.set_defaults(func=cmd_report)
     add_conversion_parsers(sub)  # spiking conversion
     return p
 

@@ -52,8 +52,10 @@ PICTURES = (CURVES, STDP_WEIGHTS, STDP_ACTIVITY)
 SPIKING_NET, SPIKING_ROWS = "spiking.pt", "spiking.json"
 SPIKING_TABLE, SPIKING_PLOT = "spiking.md", "spiking.png"
 """The converted network (convert), and the spiking evaluation's rows, table and picture."""
+REPORT_HTML = "report.html"
+"""`deepstdp report`'s page, in the run's or the comparison's folder."""
 RUN_FILES = (CONFIG, METRICS, CHECKPOINT, *PICTURES, SPIKING_NET, SPIKING_ROWS, SPIKING_TABLE,
-             SPIKING_PLOT)
+             SPIKING_PLOT, REPORT_HTML)
 COMPARISON, CLUSTERING = "compare.json", "cluster.json"
 """What marks a comparison's folder (`deepstdp compare`) and a clustering's (`deepstdp
 cluster`), as config.json and checkpoint.pt mark a run's."""
