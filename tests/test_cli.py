@@ -205,7 +205,8 @@ def test_cluster_pixels_with_stdp_draws_the_receptive_field_grid(tmp_path, capsy
     result = json.loads((out / "cluster.json").read_text())
     assert result["input"] == "pixels" and result["train"]["acc"] > 0.6
     assert (out / "stdp_weights.png").stat().st_size > 0
-    assert main(args) == 2 and "--force" in capsys.readouterr().err
+    assert main(args) == 2 and "already holds a clustering; replace it (force)" in \
+        capsys.readouterr().err
 
 
 def test_every_default_the_command_line_shows_or_uses_is_the_librarys():

@@ -217,7 +217,7 @@ def test_faiss_loads_with_the_cpus_blas_kernels():
     """faiss-cpu's old OpenBLAS would take a new CPU for a Pentium 4 (3x slower k-means)."""
     pytest.importorskip("faiss")
     code = ("import json, os; from threadpoolctl import threadpool_info as info;"
-            "from deepstdp.clustering import _import_faiss; _import_faiss();"
+            "from deepstdp.clustering.kmeans import _import_faiss; _import_faiss();"
             "print(json.dumps([[i.get('architecture') for i in info()"
             " if i['internal_api'] == 'openblas'], 'OPENBLAS_CORETYPE' in os.environ]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -116,7 +116,7 @@ def test_a_start_that_fails_before_its_first_checkpoint_leaves_no_trace(tmp_path
     def broken(*args, **kwargs):
         raise DeepSTDPError("clustering failed")
 
-    monkeypatch.setattr(training, "cluster", broken)
+    monkeypatch.setattr(training, "fit_clusterings", broken)
     with pytest.raises(DeepSTDPError, match="clustering failed"):
         train(TrainConfig(epochs=1, **SMALL), tmp_path / "new", quiet=True)
     assert not (tmp_path / "new").exists()
