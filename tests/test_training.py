@@ -5,11 +5,12 @@ import json
 import numpy as np
 import pytest
 
-from deepstdp.clustering.stdp.settings import STDPSettings
 from deepstdp.config import TrainConfig
 from deepstdp.loop.training import train
 
 # Small and quick: fp32 skips the bf16 timing probe, 20 target clusters keep k-means cheap.
+# The spiking layer's tests fit 2 starts and 3 consolidation passes (defaults 10 and 10).
+QUICK_STDP = {"time": 100, "epochs": 1, "n_init": 2, "consolidation": 3}
 SMALL = dict(widths="16,M,32,M", feat_dim=64, pca_dim=32, threads=2, image_size=16,
              precision="fp32", k_train=20)
 TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
@@ -71,12 +72,12 @@ def test_one_epoch_on_the_shared_tiny_imagenet_subset(tmp_path, shared_data):
 def test_deep_stdp_loop_checkpoints_the_spiking_layer_and_resumes_exactly(tmp_path):
     import torch
 
-    stdp = dict(clusterer="stdp", stdp={"time": 100, "epochs": 1}, seed=2, align_pca=True,
+    stdp = dict(clusterer="stdp", stdp=QUICK_STDP, seed=2, align_pca=True,
                 stdp_carry="continue", **SMALL)
     a = train(TrainConfig(epochs=2, **stdp), tmp_path / "a", quiet=True)
     assert a[-1]["acc"] > 0.3 and min(a[-1]["cluster_sizes"]) > 0
     # Carried over: per epoch (0-2) one online pass and the consolidation passes.
-    assert a[-1]["stdp_passes"] == 3 * (1 + STDPSettings().consolidation)
+    assert a[-1]["stdp_passes"] == 3 * (1 + 3)
     ck = torch.load(tmp_path / "a" / "checkpoint.pt")  # plain torch.load: weights only
     # Overclustering: a 20-neuron layer makes the targets, a 10-neuron one is evaluated.
     assert ck["clusterer"]["evaluated"]["weights"].shape[1] == 10
@@ -96,11 +97,11 @@ def test_deep_stdp_loop_checkpoints_the_spiking_layer_and_resumes_exactly(tmp_pa
 def test_targets_carry_refits_the_evaluated_layer_and_continues_the_targets(tmp_path):
     import torch
 
-    stdp = dict(clusterer="stdp", stdp={"time": 100, "epochs": 1}, seed=2,
+    stdp = dict(clusterer="stdp", stdp=QUICK_STDP, seed=2,
                 stdp_carry="targets", **SMALL)
     a = train(TrainConfig(epochs=2, **stdp), tmp_path / "a", quiet=True)
     ck = torch.load(tmp_path / "a" / "checkpoint.pt")
-    per_fit = 1 + STDPSettings().consolidation  # one online pass and the consolidation
+    per_fit = 1 + 3  # one online pass and the consolidation passes
     assert ck["clusterer"]["targets"]["passes"] == 3 * per_fit  # epochs 0-2, carried
     assert ck["clusterer"]["evaluated"]["passes"] == per_fit  # fitted at epoch 2 alone
     assert a[-1]["stdp_passes"] == per_fit and min(a[-1]["cluster_sizes"]) > 0
