@@ -296,3 +296,18 @@ def test_kmeans_margin_is_the_gap_between_the_two_nearest_centres():
     d2 = np.sort(((x[:, None].astype(np.float64) - km.cluster_centers_[None]) ** 2).sum(2), 1)
     np.testing.assert_allclose(km.margin(x), d2[:, 1] - d2[:, 0], rtol=1e-5, atol=1e-6)
     assert (km.margin(x) >= 0).all()
+
+
+@pytest.mark.parametrize("backend", ["sklearn", "faiss"])
+def test_kmeans_from_given_centres_makes_one_run_from_them(backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    x, _ = blobs()
+    fresh = KMeansClustering(3, backend=backend, random_state=0).fit(x)
+    warm = KMeansClustering(3, backend=backend, init=fresh.cluster_centers_).fit(x)
+    np.testing.assert_array_equal(warm.labels_, fresh.labels_)
+    assert warm.n_iter_ <= 2  # already converged: one step to see it, at most one more
+    with pytest.raises(DeepSTDPError, match="3 finite centres of"):
+        KMeansClustering(3, backend=backend, init=fresh.cluster_centers_[:2]).fit(x)
+    with pytest.raises(DeepSTDPError, match="init must be 'k-means\\+\\+'"):
+        KMeansClustering(3, backend=backend, init="random").fit(x)

@@ -279,3 +279,18 @@ def test_a_resume_without_settings_takes_the_saved_ones(tmp_path):
     assert [r["epoch"] for r in rows] == [0, 1]  # nothing left to do: the saved run's epochs
     with pytest.raises(DeepSTDPError, match="nothing to resume"):
         train(None, tmp_path / "none", resume=True)
+
+
+def test_warm_k_means_starts_from_last_epochs_clusters_and_resumes_exactly(tmp_path):
+    from deepstdp.loop.training import warm_centres
+
+    z = np.arange(12, dtype=np.float32).reshape(6, 2)
+    centres = warm_centres(z, np.array([0, 0, 1, 1, 1, 0]), 3, seed=0)
+    np.testing.assert_allclose(centres[:2], [[4, 5], [6, 7]])
+    assert any(np.array_equal(centres[2], row) for row in z)  # an empty cluster: an image
+    warm = dict(kmeans_warm=True, seed=4, **SMALL)
+    a = train(TrainConfig(epochs=2, **warm), tmp_path / "a", quiet=True)
+    assert a[-1]["acc"] > 0.3 and min(a[-1]["cluster_sizes"]) > 0
+    train(TrainConfig(epochs=1, **warm), tmp_path / "b", quiet=True)
+    b = train(TrainConfig(epochs=2, **warm), tmp_path / "b", resume=True, quiet=True)
+    assert strip_times(b) == strip_times(a)

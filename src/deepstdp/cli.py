@@ -116,6 +116,9 @@ def add_train_args(p: argparse.ArgumentParser, command: str) -> None:
     g.add_argument("--kmeans-backend", choices=KMEANS_BACKENDS,
                    help="k-means implementation; auto: faiss where installed and measured "
                         f"faster (large problems), else sklearn {default('kmeans_backend')}")
+    g.add_argument("--kmeans-warm", action=argparse.BooleanOptionalAction, default=None,
+                   help="k-means starts from last epoch's clusters, one run, instead of 5 "
+                        f"k-means++ starts {default('kmeans_warm')}")
     g.add_argument("--k", type=int, help="clusters evaluated (unless given: the number of "
                                          "classes)")
     g.add_argument("--pca-dim", type=int, help=f"PCA-whitening dimension {default('pca_dim')}")

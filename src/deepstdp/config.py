@@ -190,6 +190,11 @@ class TrainConfig:
     stopping rule, so the same clusters up to rounding) or 'auto': faiss where installed and
     the problem is as large as where it measured faster (about 1,000 clusters of 100,000
     points), never the case in the default pipeline (docs/clustering.md)."""
+    kmeans_warm: bool = False
+    """k-means from the second clustering on: one run started from the centres of last epoch's
+    clusters in today's embeddings, instead of the best of 5 k-means++ starts (DeepCluster's
+    way). Most of the clustering's time at 200 classes (k_train 2,000) is the starts; what it
+    does to the clusters: docs/pipeline.md, "Scaling"."""
     k: int | None = None
     """Number of clusters evaluated; None: the number of classes."""
     k_train: int | None = None

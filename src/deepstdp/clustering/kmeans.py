@@ -46,13 +46,18 @@ class KMeansClustering(Clusterer):
     result for the same seed. A cluster gone empty is moved to the point farthest from its
     centre, which plays the role of DeepCluster's empty-cluster splitting.
 
+    init: 'k-means++' (the best of n_init seeded starts), or an (n_clusters, features) array of
+    starting centres, then one run (n_init is ignored): the loop's warm start (`kmeans_warm`).
+
     Fitted attributes: labels_, cluster_centers_, inertia_, n_iter_ (of the best run),
     backend_ (the backend used).
     """
 
     def __init__(self, n_clusters: int = 10, *, n_init: int = 5, max_iter: int = 100,
-                 tol: float = 1e-4, backend: str = "auto", random_state: Any = 0):
+                 tol: float = 1e-4, backend: str = "auto", random_state: Any = 0,
+                 init: str | np.ndarray = "k-means++"):
         self.n_clusters = n_clusters
+        self.init = init
         self.n_init = n_init
         self.max_iter = max_iter
         self.tol = tol
@@ -68,19 +73,35 @@ class KMeansClustering(Clusterer):
             raise DeepSTDPError(f"unknown k-means backend {self.backend!r}: use "
                                 f"{', '.join(KMEANS_BACKENDS)}")
         x = self._validate_fit_input(X)
+        start = self._start(x.shape[1])
+        n_init = self.n_init if start is None else 1
         self.backend_ = _choose_backend(self.backend, *x.shape, self.n_clusters)
         if self.backend_ == "faiss":
             centers, labels, inertia, n_iter = _faiss_kmeans(
-                x, self.n_clusters, self.n_init, self.max_iter, self.tol, self.random_state)
+                x, self.n_clusters, n_init, self.max_iter, self.tol, self.random_state, start)
         else:
-            km = KMeans(self.n_clusters, n_init=self.n_init, max_iter=self.max_iter,
-                        tol=self.tol, random_state=self.random_state).fit(x)
+            km = KMeans(self.n_clusters, n_init=n_init, max_iter=self.max_iter, tol=self.tol,
+                        random_state=self.random_state,
+                        init="k-means++" if start is None else start).fit(x)
             centers, labels, inertia, n_iter = (km.cluster_centers_, km.labels_, km.inertia_,
                                                 km.n_iter_)
         self.cluster_centers_ = centers.astype(np.float32)
         self.labels_ = labels.astype(np.int64)
         self.inertia_, self.n_iter_ = float(inertia), int(n_iter)
         return self
+
+    def _start(self, n_features: int) -> np.ndarray | None:
+        """The starting centres `init` gives, checked; None for k-means++ starts."""
+        if isinstance(self.init, str):
+            if self.init != "k-means++":
+                raise DeepSTDPError(f"init must be 'k-means++' or an array of centres, got "
+                                    f"{self.init!r}")
+            return None
+        start = np.asarray(self.init, dtype=np.float32)
+        if start.shape != (self.n_clusters, n_features) or not np.isfinite(start).all():
+            raise DeepSTDPError(f"init must hold {self.n_clusters} finite centres of "
+                                f"{n_features} features, got an array of shape {start.shape}")
+        return start
 
     def predict(self, X: Any) -> np.ndarray:
         x = self._validate_input(X)
@@ -156,13 +177,15 @@ def _import_faiss() -> ModuleType:
 
 
 def _faiss_kmeans(x: np.ndarray, k: int, n_init: int, max_iter: int, tol: float,
-                  random_state: Any) -> tuple[np.ndarray, np.ndarray, float, int]:
+                  random_state: Any, start: np.ndarray | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, float, int]:
     """scikit-learn's k-means with faiss's exhaustive search assigning the points.
 
     As scikit-learn's KMeans: the data centred (float32 distances lose less to cancellation),
     greedy k-means++ seeds drawn in turn from one random stream, Lloyd iterations until no label
     changes or the centres move less than tol times the mean feature variance, a final
-    assignment to the last centres, and the run of least inertia kept.
+    assignment to the last centres, and the run of least inertia kept. `start`: one run from
+    these centres instead of k-means++ seeds.
     """
     faiss = _import_faiss()
     mean = x.mean(axis=0)
@@ -182,7 +205,8 @@ def _faiss_kmeans(x: np.ndarray, k: int, n_init: int, max_iter: int, tol: float,
 
     best: tuple[np.ndarray, np.ndarray, float, int] | None = None
     for _ in range(n_init):
-        centers = kmeans_plusplus(x, k, x_squared_norms=x_sq, random_state=rng)[0]
+        centers = kmeans_plusplus(x, k, x_squared_norms=x_sq, random_state=rng)[0] \
+            if start is None else start - mean
         labels, n_iter, done = None, 0, False
         while not done and n_iter < max_iter:
             n_iter += 1

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from deepstdp import __version__
 from deepstdp.clustering.base import Clusterer
+from deepstdp.clustering.kmeans import KMeansClustering
 from deepstdp.clustering.pca import PCAWhitening
 from deepstdp.config import TrainConfig
 from deepstdp.data.augment import Augmentation
@@ -222,9 +223,28 @@ def fit_clusterings(cfg: TrainConfig, emb: np.ndarray, last: Clusterings | None,
         evaluated.fit(z)
         return pca, Clusterings(evaluated, last.targets)
     new = make_clusterings(cfg, k, k_train, seed, progress)
+    if cfg.kmeans_warm and last is not None:
+        for c, before in zip(new, last, strict=True):
+            if isinstance(c, KMeansClustering):
+                c.set_params(init=warm_centres(z, before.labels_, c.n_clusters, seed))
     for c in dict.fromkeys(new):
         c.fit(z)
     return pca, new
+
+
+def warm_centres(z: np.ndarray, labels: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """The means of today's embeddings `z` over last epoch's clusters `labels`: where k-means
+    starts when warm. The basis of z may have turned since (a new PCA), the images' clusters
+    not; a cluster gone empty starts at a random image (seeded)."""
+    sums = np.zeros((k, z.shape[1]))
+    np.add.at(sums, labels, z)
+    counts = np.bincount(labels, minlength=k)
+    empty = counts == 0
+    centres = sums / np.maximum(counts, 1)[:, None]
+    if empty.any():
+        pick = np.random.default_rng(seed).choice(len(z), int(empty.sum()), replace=False)
+        centres[empty] = z[pick]
+    return centres.astype(np.float32)
 
 
 class TargetClusters(NamedTuple):
