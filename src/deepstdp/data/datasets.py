@@ -514,9 +514,13 @@ def _visible(path: Path) -> bool:
 
 
 def _files_under(folder: Path) -> list[Path]:
-    """Every visible file under `folder`, at any depth, sorted by path."""
-    return sorted(p for p in folder.rglob("*") if p.is_file()
-                  and all(_visible(Path(q)) for q in p.relative_to(folder).parts))
+    """Every visible file under `folder`, at any depth, sorted by path. One os.walk, hidden
+    folders pruned: no stat per file (the decoder refuses what is not an image, by name)."""
+    out: list[Path] = []
+    for where, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        out += [Path(where, f) for f in files if not f.startswith(".")]
+    return sorted(out)
 
 
 def _list_folder(base: Path, classes: list[str] | None) -> tuple[list[Path], np.ndarray,
