@@ -72,3 +72,12 @@ def test_a_comparisons_page_is_its_report_with_its_pictures_inside(tmp_path, cap
     assert "<table" in page and "<h1>" in page
     assert len(pictures(page)) == 3  # curves, cluster grid, confusion matrix
     assert not re.search(r"(src|href)\s*=\s*['\"](https?:|//)", page)
+
+
+def test_a_runs_page_shows_its_spiking_evaluation_where_it_was_made(run, capsys):
+    assert main(["evaluate", str(run), "--spiking", "--limit", "20", "--timesteps", "2,4",
+                 "--threads", "1", "--quiet"]) == 0
+    assert main(["report", str(run), "--quiet"]) == 0
+    page = (run / "report.html").read_text()
+    assert "The converted spiking network" in page and len(pictures(page)) == 1 + 10 + 1 + 2 + 1
+    assert page.count("<td>2</td>") >= 1 and page.count("<td>4</td>") >= 1  # one row per T
