@@ -14,7 +14,7 @@ from deepstdp.runtime.rules import Rule, check_fields
 from deepstdp.runtime.util import DeepSTDPError, SettingError
 
 DATASETS = ("digits", "tiny-imagenet", "folder", "cifar10", "cifar100", "cifar100-20", "stl10",
-            "stl10-unlabelled", "mnist", "fashion-mnist")
+            "stl10-unlabelled", "mnist", "fashion-mnist", "nmnist")
 HEADS = ("centroid", "reset")
 SAMPLINGS = ("uniform", "shuffle")
 BALANCES = ("none", "sinkhorn")

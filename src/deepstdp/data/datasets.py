@@ -742,6 +742,10 @@ def load_dataset(
                                    skip_bad=skip_bad, cache_dir=cache_dir, progress=progress)
         _fixed_classes(name, classes, images.n_classes)
         return images
+    if name == "nmnist":  # event-camera recordings binned into frames (data/events.py)
+        from deepstdp.data.events import load_nmnist
+        _fixed_classes(name, classes, 10)
+        return load_nmnist(data_root, split, cache_dir=cache_dir, progress=progress)
     if name in standard.STANDARD:
         _check_split(split)
         _fixed_classes(name, classes, standard.N_CLASSES[name])
