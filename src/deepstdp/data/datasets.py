@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import http.client
-import json
 import os
 import shutil
 import tarfile
@@ -24,7 +23,6 @@ import urllib.request
 import warnings
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +34,15 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 from deepstdp.config import DATASETS, TrainConfig
-from deepstdp.data import standard
+from deepstdp.data import events, standard
+from deepstdp.data.cache import (
+    ImageSet,
+    _cache_key,
+    _check_split,
+    _default_cache_dir,
+    _read_folder_cache,
+    _write_folder_npz,
+)
 from deepstdp.data.standard import Remote, Source
 from deepstdp.runtime.util import DeepSTDPError, SettingError, atomic_write
 
@@ -45,46 +51,7 @@ TINY_IMAGENET_URL = "http://cs231n.stanford.edu/tiny-imagenet-200.zip"
 TINY_IMAGENET_MD5 = "90528d7ca1a48142e341f4ef8d21d0de"
 TINY_IMAGENET_SIZE = 248_100_043
 TINY_IMAGENET_DIR = "tiny-imagenet-200"
-SPLITS = ("train", "val")
-# Bump when the cached arrays' meaning changes, so that stale caches are never read.
-_CACHE_VERSION = 1
 _JPEG_SUFFIXES = (".jpeg", ".jpg")
-
-
-@dataclass
-class ImageSet:
-    """An image set held in memory, with its labels where it has them.
-
-    Labels may be absent: an image without one (a flat image folder, STL-10's unlabelled
-    images) has label -1, and a set with no labelled image at all has no classes. The labels
-    only score a clustering, never train it, so scores must be taken over `labelled_mask`."""
-
-    images: np.ndarray  # uint8 (N, H, W, C)
-    labels: np.ndarray  # int64 (N,), indices into `classes`, -1 for an unlabelled image
-    classes: list[str]
-    name: str
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
-
-    @property
-    def labelled_mask(self) -> np.ndarray:
-        """Which images have a label: the only ones a score may count."""
-        return self.labels >= 0
-
-    @property
-    def labelled(self) -> bool:
-        """Whether any image has a label (else nothing can be scored against classes)."""
-        return bool(self.n_classes) and bool(self.labelled_mask.any())
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise DeepSTDPError(f"unknown split {split!r}: expected one of {', '.join(SPLITS)}")
 
 
 # --------------------------------------------------------------------------- Tiny ImageNet
@@ -192,22 +159,6 @@ def _list_files(root: Path, wnids: list[str], split: str) -> tuple[list[Path], n
     paths = [p for files in per_class for p in files]
     labels = np.repeat(np.arange(len(wnids), dtype=np.int64), [len(f) for f in per_class])
     return paths, labels
-
-
-def _default_cache_dir() -> Path:
-    return Path(os.environ.get("DEEPSTDP_CACHE") or Path.home() / ".cache" / "deepstdp")
-
-
-def _cache_key(root: Path, wnids: list[str], split: str, paths: list[Path]) -> str:
-    """Hash of everything the decoded arrays depend on; size and mtime catch replaced files."""
-    h = hashlib.sha256(json.dumps([_CACHE_VERSION, str(root), wnids, split]).encode())
-    for p in paths:
-        try:
-            st = p.stat()
-        except OSError as e:
-            raise DeepSTDPError(f"cannot read image {p}: {e.strerror or e}") from None
-        h.update(f"{p.relative_to(root)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
 
 
 def _decode(path: Path, side: int | None = None) -> np.ndarray:
@@ -600,18 +551,6 @@ def _decode_folder(paths: list[Path], name: str, side: int, skip_bad: bool,
     return (images[:len(kept)].copy() if n_bad else images), np.array(kept, dtype=np.int64), n_bad
 
 
-def _read_folder_cache(path: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray,
-                                                                 int] | None:
-    """A folder's cached images, labels and skipped count, or None (it is then rebuilt)."""
-    try:
-        with np.load(path, allow_pickle=False) as cached:
-            if cached["classes"].tolist() != classes:
-                return None
-            return cached["images"], cached["labels"], int(cached["skipped"])
-    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
-        return None
-
-
 def load_image_folder(
     root: str | os.PathLike | None,
     split: str = "train",
@@ -681,13 +620,6 @@ def load_image_folder(
     return ImageSet(images=images, labels=labels, classes=classes, name=name)
 
 
-def _write_folder_npz(path: Path, images: np.ndarray, labels: np.ndarray, classes: list[str],
-                      skipped: int) -> None:
-    with path.open("wb") as f:
-        np.savez(f, images=images, labels=labels, classes=np.array(classes, dtype=str),
-                 skipped=skipped)
-
-
 # --------------------------------------------------------------------------- digits and dispatch
 
 
@@ -743,9 +675,8 @@ def load_dataset(
         _fixed_classes(name, classes, images.n_classes)
         return images
     if name == "nmnist":  # event-camera recordings binned into frames (data/events.py)
-        from deepstdp.data.events import load_nmnist
         _fixed_classes(name, classes, 10)
-        return load_nmnist(data_root, split, cache_dir=cache_dir, progress=progress)
+        return events.load_nmnist(data_root, split, cache_dir=cache_dir, progress=progress)
     if name in standard.STANDARD:
         _check_split(split)
         _fixed_classes(name, classes, standard.N_CLASSES[name])

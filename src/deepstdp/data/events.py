@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from deepstdp.data.datasets import (
+from deepstdp.data.cache import (
     ImageSet,
     _cache_key,
     _check_split,
