@@ -528,9 +528,10 @@ def _decode_folder(paths: list[Path], name: str, side: int, skip_bad: bool,
                                   disable=not progress)):
         try:
             image = _decode(path, side if square else None)
-        except DeepSTDPError:
-            if not skip_bad:
-                raise
+        except DeepSTDPError as e:
+            if not skip_bad:  # named as the setting, so the command line names its option
+                raise SettingError("skip_bad", f"not set: {e} (set it to skip files that are "
+                                               "not images)") from None
             continue
         if images is None:
             square = max(image.shape[:2]) > side
