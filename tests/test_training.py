@@ -59,7 +59,7 @@ def test_different_seed_gives_a_different_run(tmp_path):
 
 def test_one_epoch_on_the_shared_tiny_imagenet_subset(tmp_path, shared_data):
     cfg = TrainConfig(dataset="tiny-imagenet", data_root=str(shared_data), epochs=1, threads=2,
-                      image_size=32)
+                      image_size=32, precision="fp32")
     rows = train(cfg, tmp_path / "run", quiet=True)
     last = rows[-1]
     assert sum(last["cluster_sizes"]) == 5000 and len(last["cluster_sizes"]) == 10

@@ -11,7 +11,8 @@ from deepstdp import registry
 from deepstdp.clustering.base import Clusterer
 from deepstdp.clustering.pca import PCAWhitening
 from deepstdp.config import TrainConfig
-from deepstdp.data.datasets import SPLITS, load_dataset
+from deepstdp.data.cache import SPLITS
+from deepstdp.data.datasets import load_dataset
 from deepstdp.measures.metrics import cluster_metrics, cluster_sizes
 from deepstdp.run.rundir import CLUSTERING, check_start
 from deepstdp.runtime import threads
