@@ -46,11 +46,6 @@ class LoadedRun:
     majority-vote readout names (metrics.majority_names). The same object as `clusterer` when
     the run has one layer (k_train == k)."""
 
-    def images(self, images: np.ndarray) -> ImageTensor:
-        """uint8 (N, H, W, C) images of any size as this run's network reads them."""
-        ck = self.checkpoint
-        return ImageTensor(images, ck.input_mean, ck.input_std, self.config.image_size)
-
     def whiten(self, features: np.ndarray) -> np.ndarray:
         """What the clusterers see: the network's embedding of extracted features, whitened."""
         return self.pca.transform(embed(self.model, features))

@@ -20,7 +20,7 @@ from deepstdp.data.datasets import image_files, normalize, read_image, to_float_
 from deepstdp.run.loaded import LoadedRun, load_run
 from deepstdp.run.rundir import check_output_file
 from deepstdp.runtime import threads
-from deepstdp.runtime.util import DeepSTDPError, write_text_atomic
+from deepstdp.runtime.util import DeepSTDPError, SettingError, write_text_atomic
 
 MAX_BATCH = 4096
 """The most images converted and embedded at once (their float copies are held together)."""
@@ -30,11 +30,15 @@ clusters (the STDP arm's target neurons), and the evaluated clusterer's margin (
 clusterer without one)."""
 
 
+def _check_batch(batch: int) -> None:
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise SettingError("batch", f"must be in [1, {MAX_BATCH}] images, got {batch!r}")
+
+
 def predict_images(run: LoadedRun, paths: list[Path], batch: int = 256,
                    progress: bool = False) -> dict[str, np.ndarray]:
     """Cluster, target cluster and margin (NaN where the clusterer has none) of each image."""
-    if not 1 <= batch <= MAX_BATCH:
-        raise DeepSTDPError(f"batch must be in [1, {MAX_BATCH}] images, got {batch}")
+    _check_batch(batch)
     if not paths:
         raise DeepSTDPError("no images to assign")
     channels = len(run.checkpoint.input_mean)
@@ -58,8 +62,7 @@ def predict_to_csv(run_dir: str | os.PathLike, inputs: list[str | os.PathLike],
     """Write OUT (CSV, COLUMNS) for the image files and folders `inputs`; returns the number of
     images. Everything is checked and every image read before OUT is written, at once."""
     check_output_file(str(out), force)
-    if not 1 <= batch <= MAX_BATCH:
-        raise DeepSTDPError(f"batch must be in [1, {MAX_BATCH}] images, got {batch}")
+    _check_batch(batch)  # before any image is read
     if threads_n is not None:
         threads.check(threads_n)
     paths = image_files(list(inputs))
