@@ -492,7 +492,7 @@ class STDPClustering(Clusterer):
         rates = self._rates(x)
         on_off = np.concatenate([rates.clip(0), (-rates).clip(0)], axis=1)
         acc = np.zeros((self.n_neurons_, on_off.shape[1]))
-        np.add.at(acc, winners, on_off)
+        kernels.add_rows(acc, winners, on_off)
         won = np.flatnonzero(acc.sum(axis=1) > 0)
         self.weights_[:, won] = acc[won].T.astype(np.float32)
         kernels.normalize_columns(self.weights_, won.astype(np.int64), self.norm_,

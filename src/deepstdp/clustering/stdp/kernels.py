@@ -462,24 +462,34 @@ def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, 
     """The noise-free readout of every sample: each neuron's expected input per step from the
     sample's first-show rates, times `gain` (the potential above rest that it settles at),
     minus its threshold theta; the highest wins. Summed in a fixed order per sample, so a
-    result depends on the sample alone, not on its batch or the thread count."""
+    result depends on the sample alone, not on its batch or the thread count.
+
+    The signed weights (push-pull: w_on - w_off, float32 as the simulation adds them) are
+    taken once, neuron-major, so that the inner loop over features is contiguous."""
     d, n = x.shape[1], w.shape[1]
+    w_on, w_off = np.empty((n, d), np.float32), np.empty((n, d), np.float32)
+    for j in range(n):
+        for k in range(d):
+            w_on[j, k] = w[k, j] - w[d + k, j] if signed else w[k, j]
+            w_off[j, k] = w[d + k, j]
     for s in prange(x.shape[0]):
         scale = 0.0
         for k in range(d):
             scale = max(scale, abs(x[s, k]))
+        r = np.zeros(d)
+        for k in range(d if scale > 0.0 else 0):
+            r[k] = pmax * x[s, k] / scale
         best, second = -1, -1
         best_score, second_score = -np.inf, -np.inf
         for j in range(n):
             drive = 0.0
-            for k in range(d if scale > 0.0 else 0):
-                r = pmax * x[s, k] / scale
+            for k in range(d):
                 if signed:
-                    drive += r * (w[k, j] - w[d + k, j])
-                elif r > 0:
-                    drive += r * w[k, j]
+                    drive += r[k] * w_on[j, k]
+                elif r[k] > 0:
+                    drive += r[k] * w_on[j, k]
                 else:
-                    drive -= r * w[d + k, j]
+                    drive -= r[k] * w_off[j, k]
             score = drive * gain - theta[j]
             if score > best_score:
                 second, second_score = best, best_score
@@ -488,3 +498,13 @@ def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, 
                 second, second_score = j, score
         winners[s], runners[s] = best, second
         margins[s] = best_score - second_score if second >= 0 else 0.0
+
+
+@njit(cache=True)
+def add_rows(acc: np.ndarray, index: np.ndarray, rows: np.ndarray) -> None:
+    """acc[index[s]] += rows[s] for every s in order: np.add.at's result (the same sums in the
+    same order), without its per-element dispatch, which cost a fifth of a default fit."""
+    for s in range(index.shape[0]):
+        a = acc[index[s]]
+        for i in range(rows.shape[1]):
+            a[i] += rows[s, i]
