@@ -172,9 +172,17 @@ def present(w: np.ndarray, theta: np.ndarray, k: Dyn, pre_decay: np.ndarray,
     factor g per step, theta = g * a where a changes only at spikes; theta is written back at
     the end (a absorbs g whenever g gets small).
 
+    Steps without an input spike are not visited one by one: with no neuron above threshold
+    after a step (at most one crossed, and it spiked and was reset), the leak alone cannot lift
+    a neuron to threshold (v moves towards v_rest, below it), so no neuron can spike before the
+    next input; the leak of such a gap is applied at once (decay_m ** gap) when the next input
+    arrives. Half the steps of a typical show have no input. Unless recording, the peak is
+    therefore taken at steps with input, where v - threshold is highest between leaks.
+
     Returns nf, the number of neurons that spiked, and fills wk.counts (spikes per neuron),
     wk.first (step of the first spike, -1 if none), wk.fired[:nf] and wk.peak (the highest
-    v - threshold reached). rec_* are (steps, neurons) recordings, or 0 x 0 for none.
+    v - threshold reached at a step with input). rec_* are (steps, neurons) recordings, or
+    0 x 0 for none.
     """
     n, d = w.shape[1], w.shape[0] // 2
     head, nxt, ev = wk.head, wk.nxt, wk.ev
@@ -195,7 +203,7 @@ def present(w: np.ndarray, theta: np.ndarray, k: Dyn, pre_decay: np.ndarray,
     for j in range(n):
         a[j] = theta[j]
         a32[j] = a[j]
-    nf, n_ref, n_pre = 0, 0, 0
+    nf, n_ref, n_pre, gap, pending = 0, 0, 0, 0, False
     g, decay_theta = 1.0, k.decay_theta if adapt else 1.0
     for t in range(head.shape[0]):
         if n_ref > 0:  # refractory periods that ended
@@ -216,6 +224,14 @@ def present(w: np.ndarray, theta: np.ndarray, k: Dyn, pre_decay: np.ndarray,
             g = 1.0
         gf = f32(g)
         e, inputs = head[t], False
+        if e < 0 and not pending and not record:
+            gap += 1
+            continue
+        if gap > 0:
+            leak = decay_m ** gap
+            for j in range(n):
+                v[j] = v_rest + (v[j] - v_rest) * leak
+            gap = 0
         while e >= 0:
             i = ev[e]
             if k.signed:  # the partner cell's weight counts against: current (w_on - w_off).x
@@ -260,6 +276,7 @@ def present(w: np.ndarray, theta: np.ndarray, k: Dyn, pre_decay: np.ndarray,
                 peak[j] = over if over > peak[j] else peak[j]
                 hits += over >= zero
         best = -1
+        pending = hits > 1  # another neuron may still be above threshold after the spike
         if hits > 0:
             best_over = zero
             for j in range(n):
