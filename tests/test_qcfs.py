@@ -83,10 +83,10 @@ def test_one_if_layer_equals_qcfs_at_T_equal_L():
     assert not torch.allclose(snn.features(res, 3, "count"), want)
 
 
-def qcfs_net(x: torch.Tensor) -> ConvNet:
+def qcfs_net(x: torch.Tensor, pool: str = "avg") -> ConvNet:
     """A QCFS network with random BatchNorm whose lambdas are those the ReLU network of the same
     weights would get from threshold balancing (trained lambdas land on that scale)."""
-    model = random_net("avg", activation="qcfs", qcfs_levels=8)
+    model = random_net(pool, activation="qcfs", qcfs_levels=8)
     relu_ops = fold_network(model, x.shape[1:])  # lambdas not yet set: ReLUs
     layers = [m for m in model.modules() if isinstance(m, QCFS)]
     for layer, lam in zip(layers, relu_percentiles(relu_ops, x, 99.9), strict=True):

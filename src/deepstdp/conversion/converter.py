@@ -37,11 +37,12 @@ from torch import nn
 
 from deepstdp import __version__
 from deepstdp.config import ACTIVATIONS
-from deepstdp.conversion.network import WEIGHTED, Op, SpikingNet, run_ops
+from deepstdp.conversion.network import Op, SpikingNet, run_ops
 from deepstdp.conversion.settings import CODINGS, READOUTS, ConversionSettings
 from deepstdp.data.datasets import Data
 from deepstdp.network.activations import QCFS, qcfs
 from deepstdp.network.models import ConvNet, Sobel
+from deepstdp.network.synapses import WEIGHTED, pair, pool_link
 from deepstdp.run.loaded import model_from_checkpoint
 from deepstdp.run.rundir import (
     SPIKING_NET,
@@ -55,10 +56,6 @@ from deepstdp.runtime.util import DeepSTDPError, atomic_write
 BATCHNORM = nn.BatchNorm1d | nn.BatchNorm2d
 
 
-def _pair(v: int | tuple[int, ...]) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
              bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """BN(W x + b) = (W * g) x + (b - mean) * g + beta, g = gamma / sqrt(var + eps)."""
@@ -70,7 +67,7 @@ def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
 
 def _fold_weighted(name: str, m: nn.Conv2d | nn.Linear, bn: nn.Module | None) -> Op:
     """A conv or linear layer with the BatchNorm that follows it (if any) folded in."""
-    if isinstance(m, nn.Conv2d) and (m.groups != 1 or _pair(m.dilation) != (1, 1)
+    if isinstance(m, nn.Conv2d) and (m.groups != 1 or pair(m.dilation) != (1, 1)
                                      or m.padding_mode != "zeros"):
         raise DeepSTDPError(f"layer {name} ({m}) cannot be converted: only plain "
                             "convolutions (no groups, dilation or padding modes)")
@@ -80,27 +77,7 @@ def _fold_weighted(name: str, m: nn.Conv2d | nn.Linear, bn: nn.Module | None) ->
     b = None if b is None else b.detach().clone()
     if isinstance(m, nn.Linear):
         return Op("linear", name, w.clone(), b)
-    return Op("conv", name, w.clone(), b, _pair(m.stride), _pair(m.padding))
-
-
-def _pool_op(name: str, m: nn.Module, map_size: Sequence[int]) -> Op:
-    """Average or max pooling as an op; `map_size` is the map that adaptive pooling sees."""
-    if isinstance(m, nn.AdaptiveAvgPool2d):
-        (h, w), (oh, ow) = map_size, _pair(m.output_size)
-        if h % oh or w % ow:
-            raise DeepSTDPError(
-                f"layer {name} (AdaptiveAvgPool2d) cannot be converted: a {h}x{w} map gives "
-                f"uneven {oh}x{ow} windows; use an image size that the pooling layers divide "
-                "evenly")
-        return Op("avgpool", name, kernel=(h // oh, w // ow), stride=(h // oh, w // ow))
-    plain = _pair(m.padding) == (0, 0) and not m.ceil_mode
-    if isinstance(m, nn.MaxPool2d):
-        plain = plain and _pair(m.dilation) == (1, 1) and not m.return_indices
-    if not plain:
-        raise DeepSTDPError(f"layer {name} ({m}) cannot be converted: pooling needs padding=0, "
-                            "no dilation and ceil_mode=False")
-    kind = "maxpool" if isinstance(m, nn.MaxPool2d) else "avgpool"
-    return Op(kind, name, kernel=_pair(m.kernel_size), stride=_pair(m.stride or m.kernel_size))
+    return Op("conv", name, w.clone(), b, pair(m.stride), pair(m.padding))
 
 
 def _fold_module(name: str, m: nn.Module, bn: nn.Module | None,
@@ -109,7 +86,7 @@ def _fold_module(name: str, m: nn.Module, bn: nn.Module | None,
     if isinstance(m, Sobel):
         # Gray (per-pixel mean) commutes with zero padding, so it folds into the kernel.
         return Op("conv", name, (m.kernel * m.gray.reshape(1, -1, 1, 1)).clone(), None,
-                  padding=(1, 1))
+                  padding=m.padding)
     if isinstance(m, nn.Conv2d | nn.Linear):
         return _fold_weighted(name, m, bn)
     if isinstance(m, nn.ReLU):
@@ -122,8 +99,9 @@ def _fold_module(name: str, m: nn.Module, bn: nn.Module | None,
                                 f"{float(m.threshold):.4g}, not positive")
         return Op("qcfs", name, threshold=float(m.threshold), levels=m.levels)
     if isinstance(m, nn.AvgPool2d | nn.AdaptiveAvgPool2d | nn.MaxPool2d):
-        op = _pool_op(name, m, map_size)
-        return None if op.kernel == (1, 1) == op.stride else op  # the identity
+        link = pool_link(name, m, map_size)  # None: the identity
+        return None if link is None else Op(link.kind, name, kernel=link.kernel,
+                                            stride=link.stride)
     if isinstance(m, nn.Flatten):
         if m.start_dim != 1 or m.end_dim != -1:
             raise DeepSTDPError(f"layer {name} ({m}) cannot be converted: only Flatten(1, -1)")

@@ -30,6 +30,7 @@ from deepstdp.conversion.settings import (
     check_timesteps,
 )
 from deepstdp.network.activations import qcfs
+from deepstdp.network.synapses import WEIGHTED, Link, fanout
 from deepstdp.runtime.util import DeepSTDPError
 
 PJ_PER_MAC = 4.6
@@ -37,7 +38,6 @@ PJ_PER_MAC = 4.6
 problem", ISSCC 2014: 3.7 pJ multiply + 0.9 pJ add): what the CNN pays per synapse."""
 PJ_PER_AC = 0.9
 """Energy of a 32-bit float add at 45 nm (Horowitz 2014): what a spike pays per synapse."""
-WEIGHTED = ("conv", "linear")
 SPIKING = ("if", "maxgate")
 """Ops that emit spikes: IF layers, and the max-pooling gate, which routes the spikes of the IF
 layer before it."""
@@ -81,6 +81,13 @@ class Op:
         if self.kind == "qcfs":
             return qcfs(x, self.threshold, self.levels)
         raise ValueError(f"{self.kind} is not a feed-forward op")
+
+    def link(self) -> Link:
+        """The op as the cost model (network.synapses) sees it: a conv's kernel is its
+        weight's, `kernel` being the pooling window."""
+        out = 0 if self.weight is None else int(self.weight.shape[0])
+        kernel = tuple(self.weight.shape[2:]) if self.kind == "conv" else self.kernel
+        return Link(self.kind, out, kernel, self.stride, self.padding)
 
     def to(self, dtype: torch.dtype, device: torch.device | None = None) -> Op:
         return dataclasses.replace(
@@ -145,7 +152,9 @@ class SpikingNet:
         self.stages = [(ops[i], ops[i + 1:j]) for i, j in zip(spiking, [*spiking[1:], len(ops)],
                                                                 strict=True)]
         self.shapes = self._shapes()
-        self.fanouts = [self._fanout(post, self.shapes[i]) for i, post in
+        # Synapses each neuron's spike reaches (network.synapses, the penalty's model too): to
+        # the first weighted op after it or to the pooling neurons; none into a gate.
+        self.fanouts = [fanout(self.shapes[i], [p.link() for p in post]) for i, post in
                         zip(spiking, (post for _, post in self.stages), strict=True)]
         # Pooling neurons (converter.convert): IF neurons fed by another IF layer's spikes
         # through average pooling alone; each averages `pooled` cells.
@@ -185,34 +194,11 @@ class SpikingNet:
             out.append(tuple(x.shape[1:]))
         return out
 
-    @staticmethod
-    def _fanout(post: Sequence[Op], shape: tuple[int, ...]) -> torch.Tensor:
-        """Synapses each neuron's spike reaches: to the first weighted op after it (or to the
-        pooling neurons), through pooling (each pooled cell it belongs to) and flattening.
-        Zero-padding is not counted, nor the routing into a max-pooling gate.
-
-        It is the gradient of the summed output of the same ops with all-ones weights and sum
-        pooling, since that output counts every (input, synapse) pair once.
-        """
-        if not post:  # read out, or routed by a gate: no synapse
-            return torch.zeros(shape, dtype=torch.float64)
-        x = torch.ones(1, *shape, dtype=torch.float64, requires_grad=True)
-        y = x
-        for op in post:
-            if op.kind in WEIGHTED:
-                ones = Op(op.kind, op.name, torch.ones_like(op.weight, dtype=torch.float64),
-                          None, op.stride, op.padding)
-                y = ones(y)
-                break
-            y = op(y) * (op.kernel[0] * op.kernel[1] if op.kind == "avgpool" else 1)
-        y.sum().backward()
-        return x.grad[0]
-
     def synapses(self, ops: Sequence[Op] | None = None) -> int:
         """Synapses of the weighted ops (all by default): the MACs of one ANN forward pass."""
         ops = self.ops if ops is None else ops
         shapes = [self.input_shape, *self.shapes]
-        return sum(int(self._fanout([op], shapes[i]).sum()) for i, op in enumerate(self.ops)
+        return sum(int(fanout(shapes[i], [op.link()]).sum()) for i, op in enumerate(self.ops)
                    if op.kind in WEIGHTED and any(op is o for o in ops))
 
     def n_neurons(self, driven: bool = False) -> int:

@@ -20,6 +20,10 @@ class Sobel(nn.Module):
     It removes colour, which otherwise lets the clustering latch onto trivial colour statistics.
     """
 
+    padding = (1, 1)
+    """Zero padding of the 3x3 gradients (same-size maps), read by the conversion and the
+    firing penalty's synapse count."""
+
     def __init__(self, in_channels: int):
         super().__init__()
         gray = torch.full((1, in_channels, 1, 1), 1.0 / in_channels)
@@ -29,7 +33,7 @@ class Sobel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = nn.functional.conv2d(x, self.gray)
-        return nn.functional.conv2d(g, self.kernel, padding=1)
+        return nn.functional.conv2d(g, self.kernel, padding=self.padding)
 
 
 class _WarmStart:
