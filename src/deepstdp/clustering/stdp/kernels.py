@@ -501,9 +501,7 @@ def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, 
         for j in range(n):
             drive = 0.0
             for k in range(d):
-                if signed:
-                    drive += r[k] * w_on[j, k]
-                elif r[k] > 0:
+                if signed or r[k] > 0:  # w_on holds the signed weights when signed
                     drive += r[k] * w_on[j, k]
                 else:
                     drive -= r[k] * w_off[j, k]
