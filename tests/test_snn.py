@@ -529,6 +529,21 @@ def test_consolidation_gives_each_neuron_the_normalised_rates_it_won(blobs):
         np.testing.assert_allclose(one.weights_[:, j], col, rtol=1e-4, atol=1e-7)
 
 
+def test_consolidation_stops_at_a_fixed_point_with_the_weights_of_every_pass(blobs,
+                                                                           monkeypatch):
+    x = blobs[0].astype(np.float32)
+    kw = {"random_state": 3, "epochs": 0, "n_init": 1, **PP}
+    manual = STDPClustering(5, consolidation=0, **kw).fit(x)
+    for _ in range(12):  # every pass, the fixed point or not
+        manual._expected_consolidation(x, manual._expected(x)[0])
+    calls, made = [], STDPClustering._expected_consolidation
+    monkeypatch.setattr(STDPClustering, "_expected_consolidation",
+                        lambda self, *a: calls.append(1) or made(self, *a))
+    net = STDPClustering(5, consolidation=12, **kw).fit(x)
+    assert len(calls) < 12 and net.passes_ == 12  # stopped early, counted every pass
+    np.testing.assert_array_equal(net.weights_, manual.weights_)
+
+
 def test_spiking_consolidation_is_deterministic_and_sums_potentiation(blobs):
     x = blobs[0]
     kw = dict(random_state=2, epochs=1, time=100, consolidation=2, synapse="push-pull",

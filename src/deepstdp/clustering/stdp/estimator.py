@@ -453,9 +453,16 @@ class STDPClustering(Clusterer):
             self.train_reshown_ = int((shows > 1).sum())
             self.train_silent_ = int((shows > self.max_reshow + 1).sum())
             bar.update()
+        winners, settled = None, False
         for _ in range(self.consolidation):
             if self.inference == "current":
-                self._expected_consolidation(x)
+                if not settled:
+                    before, winners = winners, self._expected(x)[0]
+                    # The same winners twice is a fixed point: the weights they make are the
+                    # ones they were made from, so the passes left would change nothing.
+                    settled = before is not None and np.array_equal(before, winners)
+                    if not settled:
+                        self._expected_consolidation(x, winners)
             else:
                 kernels.consolidation_pass(x, self.weights_, self.theta_, *args, self.norm_,
                                            np.uint64(self.seed_), self.passes_,
@@ -483,12 +490,11 @@ class STDPClustering(Clusterer):
                             margins)
         return winners, runners, shows, margins
 
-    def _expected_consolidation(self, x: np.ndarray) -> None:
+    def _expected_consolidation(self, x: np.ndarray, winners: np.ndarray) -> None:
         """`kernels.consolidation_pass` in the noise-free limit of `inference='current'`: the
-        winner of each sample (`_expected`) sums the sample's input rates (the expected pre-synaptic
-        trace its spikes would potentiate by), and each neuron that won takes that sum,
-        normalised, as its weights."""
-        winners = self._expected(x)[0]
+        winner of each sample (`_expected`, given) sums the sample's input rates (the expected
+        pre-synaptic trace its spikes would potentiate by), and each neuron that won takes that
+        sum, normalised, as its weights."""
         rates = self._rates(x)
         on_off = np.concatenate([rates.clip(0), (-rates).clip(0)], axis=1)
         acc = np.zeros((self.n_neurons_, on_off.shape[1]))
