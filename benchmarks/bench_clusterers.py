@@ -18,7 +18,8 @@ but the network as the loop starts it (epoch 0: its seed, no training), with a P
 those features as the loop does at epoch 0. --save FILE.npz writes the whitened set (`features`,
 `labels`) for --features FILE.npz --pca-dim 0; benchmarks/features/ holds the committed ones.
 
-    NUMBA_NUM_THREADS=2 python benchmarks/bench_clusterers.py [--seeds 5] [--stdp time=250]
+    NUMBA_NUM_THREADS=2 python benchmarks/bench_clusterers.py [--seeds 5] [--first-seed 0]
+        [--stdp time=500]
     python benchmarks/bench_clusterers.py --datasets mixture256 mixture256-skewed --seeds 3
     python benchmarks/bench_clusterers.py --features tin.npz --k 200 --seeds 3
     python benchmarks/bench_clusterers.py --run runs/cmp/runs/kmeans-seed0 --seeds 10
@@ -154,6 +155,8 @@ def parse_value(text: str) -> object:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="seeds first-seed .. first-seed + seeds - 1 (more seeds in parts)")
     ap.add_argument("--datasets", nargs="+", default=["blobs", "digits-pca32", "digits-pca64"],
                     choices=["blobs", "digits-pca32", "digits-pca64", "mixture256",
                              "mixture256-skewed"])
@@ -176,12 +179,13 @@ def main() -> None:
     }
     if args.run:
         methods = run_methods(args.run, stdp_kw)
-    print(f"mean +- std over {args.seeds} seeds; STDP options {stdp_kw or 'default'}")
+    print(f"mean +- std over {args.seeds} seeds from {args.first_seed}; STDP options "
+          f"{stdp_kw or 'default'}")
     print(f"{'dataset':17s} {'method':6s} {'ACC':>11s} {'MV':>11s} {'NMI':>11s} {'ARI':>11s} "
           f"{'min':>5s} {'max':>5s} {'entropy':>7s} {'s/fit':>6s}")
     for name, (x, y, k) in datasets(args).items():
         for method, make in methods.items():
-            r = evaluate(make, x, y, k, range(args.seeds))
+            r = evaluate(make, x, y, k, range(args.first_seed, args.first_seed + args.seeds))
             cells = " ".join(f"{np.mean(r[m]):.3f}±{np.std(r[m]):.3f}"
                              for m in ("acc", "mv", "nmi", "ari"))
             print(f"{name:17s} {method:6s} {cells} {np.mean(r['min']):5.0f} "

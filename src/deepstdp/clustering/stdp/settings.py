@@ -51,9 +51,11 @@ class STDPSettings:
     """Excitatory neurons, >= n_clusters; None: n_clusters (neuron i is cluster i). With more
     neurons, neurons are grouped into clusters by spectral clustering of their co-activation
     graph (how often one won a sample and the other came second)."""
-    time: int = 500
-    """Simulation steps per presentation of a sample; longer presentations make the spike-count
-    readout less noisy (500 beat 250 by 0.02-0.05 ACC on digits)."""
+    time: int = 250
+    """Simulation steps per presentation of a sample. Longer presentations make a spike-count
+    readout less noisy (with `inference='spikes'` 500 beat 250 by 0.02-0.05 ACC on digits);
+    with the noise-free readout and consolidation 250 clusters as well as 500 at half the cost
+    (0.10, docs/snn.md)."""
     dt: float = 1.0
     """Step length."""
     epochs: int = 3
@@ -123,10 +125,11 @@ class STDPSettings:
     frozen while every sample is shown, each synapse sums the potentiation its neuron's spikes
     would make, and at the end each neuron's weights become that sum, normalised (the average of
     what it won, Lloyd's step of k-means with the spiking layer assigning)."""
-    n_init: int = 10
+    n_init: int = 3
     """Starts of `fit` (each from its own initial weights); the one whose weights fit the data
     best (`STDPClustering.quality`, no labels) is kept, as k-means keeps the lowest inertia.
-    partial_fit continues the kept one."""
+    partial_fit continues the kept one. 3 clustered as well as 10 over 20 seeds (0.10,
+    docs/snn.md) at under a third of the cost."""
     inference: str = "current"
     """How a frozen pass (the labelling pass of fit, predict) names a sample's neuron:
     'spikes', the one spiking most in a Poisson presentation; 'current', the one whose expected
