@@ -1,22 +1,33 @@
 """Per-image cost of each loader against the Tiny ImageNet loader on its 64x64 JPEGs.
 
-    python benchmarks/bench_loaders.py [N]     # N images per format (default 5000)
+    python benchmarks/bench_loaders.py [N] [ROUNDS]   # N images a format (default 5000),
+                                                      # ROUNDS loads of each (default 9)
 
 Writes synthetic files of every format into a temp folder (Tiny ImageNet's layout of JPEGs;
-image folders of JPEG, PNG and WebP; CIFAR-10 pickles, STL-10 binaries, gzipped MNIST idx) and
-times one cold load of each (no decode cache: each run gets a fresh cache folder), printing
-microseconds per image. Issue 34's target: no new loader costs more per image than Tiny
-ImageNet's.
+image folders of JPEG, PNG and WebP; CIFAR-10 pickles, STL-10 binaries, gzipped MNIST idx).
+Tiny ImageNet's files and the JPEG folder's hold the very same bytes (each image encoded once,
+at quality 90), so that those two loaders do the same decoding work and differ only in what
+they do around it.
+
+Each loader then runs ROUNDS cold loads (no decode cache: each load gets a fresh cache folder,
+removed after it), interleaved: each round runs every loader once, in a fresh random order
+(seeded), so that a busy machine's load, which drifts over seconds, falls on all of them alike
+and no loader always runs first or right after the same one. Printed: each loader's minimum
+and median microseconds per image, by the wall clock and by this process's CPU time (the
+steadier of the two when other jobs share the cores), and their ratios to Tiny ImageNet's.
+Issue 34's target: no new loader costs more per image than Tiny ImageNet's.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
+import io
 import pickle
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +44,7 @@ def _noise_images(n: int, side: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def write_all(root: Path, n: int) -> None:
+    """The files of n images of every format under `root` (the mixed folder holds n // 5)."""
     rng = np.random.default_rng(0)
     images64 = _noise_images(n, 64, rng)
     tiny = root / "tiny-imagenet-200"
@@ -40,11 +52,14 @@ def write_all(root: Path, n: int) -> None:
     (tiny / "val" / "images").mkdir(parents=True)
     (tiny / "wnids.txt").write_text("\n".join(wnids) + "\n")
     for i, image in enumerate(images64):
-        folder = tiny / "train" / wnids[i % 10] / "images"
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(image).save(folder / f"{i}.JPEG", quality=90)
+        jpeg = io.BytesIO()
+        Image.fromarray(image).save(jpeg, format="JPEG", quality=90)
+        for path in (tiny / "train" / wnids[i % 10] / "images" / f"{i}.JPEG",
+                     root / "folder-jpeg" / f"c{i % 10}" / f"{i}.jpg"):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(jpeg.getvalue())
     (tiny / "val" / "val_annotations.txt").write_text("")
-    for fmt, suffix in (("JPEG", ".jpg"), ("PNG", ".png"), ("WEBP", ".webp")):
+    for fmt, suffix in (("PNG", ".png"), ("WEBP", ".webp")):
         for i, image in enumerate(images64):
             path = root / f"folder-{fmt.lower()}" / f"c{i % 10}" / f"{i}{suffix}"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -83,46 +98,69 @@ def write_all(root: Path, n: int) -> None:
                                                          + array.astype(np.uint8).tobytes()))
 
 
-def timed(label: str, load, rows: list) -> None:
-    start = time.perf_counter()
-    s = load()
-    seconds = time.perf_counter() - start
-    rows.append((label, len(s), seconds))
-    print(f"{label:<34} {len(s):>6} images {seconds:7.2f} s  {1e6 * seconds / len(s):8.1f} us/img "
-          f"{tuple(s.images.shape[1:])}", flush=True)
+Loader = Callable[[Path], data.ImageSet]
+"""A cold load: the set, decoded with the given (fresh) cache folder."""
 
 
-def main(n: int = 5000) -> None:
+def loaders(root: Path) -> dict[str, Loader]:
+    """Each loader's cold load of its files under `root`, Tiny ImageNet's first."""
+    def folder(name: str) -> Loader:
+        return lambda cache: data.load_image_folder(root / name, "train", val_fraction=0.01,
+                                                    cache_dir=cache, progress=False)
+
+    out: dict[str, Loader] = {"tiny-imagenet (64px JPEG)": lambda cache: data.load_tiny_imagenet(
+        root, 10, "train", cache, progress=False)}
+    for fmt in ("jpeg", "png", "webp"):
+        out[f"folder ({fmt}, 64px)"] = folder(f"folder-{fmt}")
+    out["folder (jpeg 640x480/500x375 -> 64)"] = folder("folder-mixed-jpeg")
+    for name, where in (("cifar10", "cifar-10-batches-py"), ("stl10", "stl10_binary"),
+                        ("mnist", "mnist")):  # no decode cache: their files hold pixels
+        out[f"{name} (official files)"] = lambda cache, n_=name, w=where: data.load_dataset(
+            n_, "train", data_root=root / w)
+    return out
+
+
+def main(n: int = 5000, rounds: int = 9) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         start = time.perf_counter()
         write_all(root, n)
-        print(f"wrote the files of {n} images a format in {time.perf_counter() - start:.0f} s")
-        caches = iter(range(100))
+        print(f"wrote the files of {n} images a format in {time.perf_counter() - start:.0f} s; "
+              f"{rounds} interleaved rounds", flush=True)
+        runs = loaders(root)
+        labels = list(runs)
+        wall: dict[str, list[float]] = {label: [] for label in labels}
+        cpu: dict[str, list[float]] = {label: [] for label in labels}
+        sizes: dict[str, tuple[int, tuple[int, ...]]] = {}
+        order = np.random.default_rng(0)
+        for r in range(rounds):
+            for i in order.permutation(len(labels)):
+                label = labels[i]
+                cache = root / "cache"
+                start, start_cpu = time.perf_counter(), time.process_time()
+                s = runs[label](cache)
+                wall[label].append((time.perf_counter() - start) / len(s) * 1e6)
+                cpu[label].append((time.process_time() - start_cpu) / len(s) * 1e6)
+                sizes[label] = len(s), tuple(s.images.shape[1:])
+                shutil.rmtree(cache, ignore_errors=True)
+            print(f"round {r + 1} of {rounds} done", flush=True)
+        report(labels, wall, cpu, sizes)
 
-        def cache() -> Path:
-            return root / f"cache{next(caches)}"
 
-        rows: list = []
-        timed("tiny-imagenet (64px JPEG)", lambda: data.load_tiny_imagenet(
-            root, 10, "train", cache(), progress=False), rows)
-        for fmt in ("jpeg", "png", "webp"):
-            timed(f"folder ({fmt}, 64px)", lambda f=fmt: data.load_image_folder(
-                root / f"folder-{f}", "train", val_fraction=0.01, cache_dir=cache(),
-                progress=False), rows)
-        timed("folder (jpeg 640x480/500x375 -> 64)", lambda: data.load_image_folder(
-            root / "folder-mixed-jpeg", "train", val_fraction=0.01, cache_dir=cache(),
-            progress=False), rows)
-        os.environ["DEEPSTDP_CACHE"] = str(cache())
-        for name, folder in (("cifar10", "cifar-10-batches-py"), ("stl10", "stl10_binary"),
-                             ("mnist", "mnist")):
-            timed(f"{name} (official files)", lambda n_=name, f=folder: data.load_dataset(
-                n_, "train", data_root=root / f), rows)
-        base = rows[0][2] / rows[0][1]
-        print("per image against tiny-imagenet: " + ", ".join(
-            f"{label.split(' ')[0]}{label[label.find('('):]} {s / k / base:.2f}x"
-            for label, k, s in rows[1:]))
-
+def report(labels: list[str], wall: dict[str, list[float]], cpu: dict[str, list[float]],
+           sizes: dict[str, tuple[int, tuple[int, ...]]]) -> None:
+    """Each loader's min and median us/image and its ratio to Tiny ImageNet's (the first):
+    of the minima, and the median of the rounds' ratios, each load against Tiny ImageNet's of
+    the same round, seconds apart, which cancels most of the drift of a busy machine's load."""
+    tiny = labels[0]
+    print(f"\n{'us/image':<36}{'images':>7}  {'wall min':>9}{'median':>8}  {'cpu min':>8}"
+          f"{'median':>8}   x tiny (wall, cpu): of the minima; median of the rounds' ratios")
+    for label in labels:
+        w, c, w0, c0 = (np.array(v) for v in (wall[label], cpu[label], wall[tiny], cpu[tiny]))
+        count, shape = sizes[label]
+        print(f"{label:<36}{count:>7}  {w.min():9.1f}{np.median(w):8.1f}  {c.min():8.1f}"
+              f"{np.median(c):8.1f}   {w.min() / w0.min():.2f}, {c.min() / c0.min():.2f}; "
+              f"{np.median(w / w0):.2f}, {np.median(c / c0):.2f}  {shape}")
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 5000)
+    main(*(int(a) for a in sys.argv[1:3]))

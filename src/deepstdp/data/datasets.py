@@ -167,7 +167,12 @@ def _decode(path: Path, side: int | None = None) -> np.ndarray:
     integer and float images, whose range no file states, are refused by name. With `side`,
     the image is centre-cropped to a square and resized to side x side (`_square`); a JPEG is
     then decoded at the smallest of its reduced scales that still covers the side, which makes
-    a large photo several times cheaper to read."""
+    a large photo several times cheaper to read.
+
+    An RGB image (most JPEGs, PNGs and WebPs) goes to numpy as decoded and is squared as a
+    Pillow image: converting it to its own mode, or squaring it by way of numpy, copied every
+    pixel once more for nothing (about 10 us of a 64x64 JPEG's 300; docs/data.md, "Cost per
+    image")."""
     try:
         with Image.open(path) as im:
             if side is not None:
@@ -180,7 +185,8 @@ def _decode(path: Path, side: int | None = None) -> np.ndarray:
                                     f"{'32-bit integers' if im.mode == 'I' else 'floats'} "
                                     "of no stated range; save it with 8 or 16 bits")
             else:
-                rgb = np.asarray(im.convert("RGB"))
+                rgb_image = im if im.mode == "RGB" else im.convert("RGB")
+                return np.asarray(rgb_image if side is None else _square_image(rgb_image, side))
     except DeepSTDPError:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -189,16 +195,21 @@ def _decode(path: Path, side: int | None = None) -> np.ndarray:
 
 
 def _square(image: np.ndarray, side: int) -> np.ndarray:
-    """The centred square of an (H, W, 3) image, resized to side x side: cropping rather than
-    squeezing keeps objects' proportions, as torchvision's Resize + CenterCrop do."""
-    h, w = image.shape[:2]
-    if (h, w) == (side, side):
+    """The centred square of an (H, W, 3) image, resized to side x side (`_square_image`)."""
+    if image.shape[:2] == (side, side):
+        return image
+    return np.asarray(_square_image(Image.fromarray(image), side))
+
+
+def _square_image(image: Image.Image, side: int) -> Image.Image:
+    """The centred square of an image, resized to side x side: cropping rather than squeezing
+    keeps objects' proportions, as torchvision's Resize + CenterCrop do."""
+    w, h = image.size
+    if (w, h) == (side, side):
         return image
     edge = min(h, w)
     box = ((w - edge) // 2, (h - edge) // 2, (w - edge) // 2 + edge, (h - edge) // 2 + edge)
-    out = Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC, box=box,
-                                        reducing_gap=3.0)
-    return np.asarray(out)
+    return image.resize((side, side), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
 
 
 def read_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
