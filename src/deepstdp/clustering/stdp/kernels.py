@@ -472,19 +472,30 @@ def frozen_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, k: Dyn,
             margins[s] = wk.counts[winners[s]] - wk.counts[runners[s]] if runners[s] >= 0 else 0
 
 
+@njit(cache=True, fastmath={"reassoc"})
+def _dot(a: np.ndarray, b: np.ndarray) -> float:
+    """a . b, free to reassociate the sum so that it runs in SIMD lanes: the same code sums
+    every sample, so a result still depends on its sample alone."""
+    total = 0.0
+    for k in range(a.shape[0]):
+        total += a[k] * b[k]
+    return total
+
+
 @njit(cache=True, parallel=True)
 def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, gain: float,
                    signed: bool, winners: np.ndarray, runners: np.ndarray,
                    margins: np.ndarray) -> None:
     """The noise-free readout of every sample: each neuron's expected input per step from the
     sample's first-show rates, times `gain` (the potential above rest that it settles at),
-    minus its threshold theta; the highest wins. Summed in a fixed order per sample, so a
-    result depends on the sample alone, not on its batch or the thread count.
+    minus its threshold theta; the highest wins. Each sample is summed by the same code
+    whatever its batch or thread, so a result depends on the sample alone.
 
-    The signed weights (push-pull: w_on - w_off, float32 as the simulation adds them) are
-    taken once, neuron-major, so that the inner loop over features is contiguous."""
+    The weights are taken once, neuron-major and in float64 (push-pull: the signed w_on - w_off,
+    differenced in float32 as the simulation adds them); a sample's rates are split into the
+    on cells' and the off cells' (with push-pull the signed rates drive the signed weights)."""
     d, n = x.shape[1], w.shape[1]
-    w_on, w_off = np.empty((n, d), np.float32), np.empty((n, d), np.float32)
+    w_on, w_off = np.empty((n, d)), np.empty((n, d))
     for j in range(n):
         for k in range(d):
             w_on[j, k] = w[k, j] - w[d + k, j] if signed else w[k, j]
@@ -493,18 +504,18 @@ def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, 
         scale = 0.0
         for k in range(d):
             scale = max(scale, abs(x[s, k]))
-        r = np.zeros(d)
+        r_on, r_off = np.zeros(d), np.zeros(d)
         for k in range(d if scale > 0.0 else 0):
-            r[k] = pmax * x[s, k] / scale
+            r = pmax * x[s, k] / scale
+            if signed or r > 0:
+                r_on[k] = r
+            else:
+                r_off[k] = -r
         best, second = -1, -1
         best_score, second_score = -np.inf, -np.inf
         for j in range(n):
-            drive = 0.0
-            for k in range(d):
-                if signed or r[k] > 0:  # w_on holds the signed weights when signed
-                    drive += r[k] * w_on[j, k]
-                else:
-                    drive -= r[k] * w_off[j, k]
+            drive = _dot(r_on, w_on[j]) if signed else \
+                _dot(r_on, w_on[j]) + _dot(r_off, w_off[j])
             score = drive * gain - theta[j]
             if score > best_score:
                 second, second_score = best, best_score
