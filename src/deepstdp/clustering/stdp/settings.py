@@ -58,8 +58,9 @@ class STDPSettings:
     (0.10, docs/snn.md)."""
     dt: float = 1.0
     """Step length."""
-    epochs: int = 3
-    """Online STDP passes over the data per fit / partial_fit call."""
+    epochs: int = 2
+    """Online STDP passes over the data per fit / partial_fit call; consolidation then makes
+    each neuron the mean of what it won, so 2 cluster as well as 3 (0.10, docs/snn.md)."""
     intensity: float = 64.0
     """Input rate of a sample's largest |component| (Diehl & Cook's 63.75 Hz)."""
     intensity_step: float = 32.0
@@ -128,8 +129,7 @@ class STDPSettings:
     n_init: int = 3
     """Starts of `fit` (each from its own initial weights); the one whose weights fit the data
     best (`STDPClustering.quality`, no labels) is kept, as k-means keeps the lowest inertia.
-    partial_fit continues the kept one. 3 clustered as well as 10 over 20 seeds (0.10,
-    docs/snn.md) at under a third of the cost."""
+    partial_fit continues the kept one. 3 cluster as well as 10 (0.10, docs/snn.md)."""
     inference: str = "current"
     """How a frozen pass (the labelling pass of fit, predict) names a sample's neuron:
     'spikes', the one spiking most in a Poisson presentation; 'current', the one whose expected
