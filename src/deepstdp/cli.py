@@ -239,7 +239,7 @@ def config_from_args(args: argparse.Namespace, base: TrainConfig | None = None) 
                                         cfg.stdp)
     if "classes" in options:
         options["classes"] = str(options["classes"])
-    return registry.validated(dataclasses.replace(cfg, **options))
+    return registry.check_settings(dataclasses.replace(cfg, **options))
 
 
 def cmd_train(args: argparse.Namespace) -> int:

@@ -282,7 +282,7 @@ class TrainConfig:
         """Check every setting's type and range; raises SettingError naming the first bad one.
 
         The clusterer's name is checked for its type only: the names are the registry's,
-        which builds clusterers and so sits above this module (`registry.validated` checks
+        which builds clusterers and so sits above this module (`registry.check_settings` checks
         both)."""
         check_fields(self, RULES)
         from deepstdp.runtime import devices, threads

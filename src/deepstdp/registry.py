@@ -50,8 +50,9 @@ def kind_of(name: str) -> ClustererKind:
     return _KINDS[name]
 
 
-def validated(cfg: TrainConfig) -> TrainConfig:
-    """`cfg.validate()`, and its clusterer's name, which only the registry knows."""
+def check_settings(cfg: TrainConfig) -> TrainConfig:
+    """The whole check of a run's settings: `cfg.validate()` (types and ranges), and its
+    clusterer's name, which only the registry knows. Returns cfg."""
     cfg.validate()
     kind_of(cfg.clusterer)
     return cfg

@@ -26,7 +26,7 @@ import numpy as np
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.settings import AGREEMENT, SpikingCheck
 from deepstdp.loop.training import train
-from deepstdp.registry import validated
+from deepstdp.registry import check_settings
 from deepstdp.run.rundir import (
     CLUSTERS,
     COMPARISON,
@@ -97,7 +97,7 @@ def check_runs(base: TrainConfig, clusterers: list[str], seeds: list[int]) -> No
     for c in clusterers:
         for s in seeds:
             try:
-                validated(dataclasses.replace(base, clusterer=c, seed=s))
+                check_settings(dataclasses.replace(base, clusterer=c, seed=s))
             except SettingError as e:
                 if e.setting in ("clusterer", "seed"):
                     raise SettingError(f"{e.setting}s", e.problem) from None

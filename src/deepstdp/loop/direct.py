@@ -25,7 +25,7 @@ def cluster_images(cfg: TrainConfig, out: str | Path, pixels: bool = False, forc
     (`pixels`) or their PCA whitening to cfg.pca_dim, score train and val, and write OUT's
     cluster.json (and the clusterer's pictures, pixels drawn as images when they are single
     channel). Returns what cluster.json holds."""
-    registry.validated(cfg)
+    registry.check_settings(cfg)
     out = Path(out)
     check_start(out, "clustering", resume=False, force=force)
     with threads.pinned(cfg.threads):

@@ -36,7 +36,7 @@ from deepstdp.measures.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.network.features import batch_on, embed, extract_features
 from deepstdp.network.firing import FiringCost
 from deepstdp.network.models import ConvNet
-from deepstdp.registry import kind_of, make_clusterer, show_progress, validated
+from deepstdp.registry import check_settings, kind_of, make_clusterer, show_progress
 from deepstdp.run.loaded import clusterers_from_checkpoint
 from deepstdp.run.rundir import CURVES, EVALUATED, PICTURES, TARGETS, Checkpoint, RunDir
 from deepstdp.run.tensorboard import TensorBoardLog
@@ -320,7 +320,7 @@ def train(cfg: TrainConfig | None, out: str | Path, resume: bool = False, force:
             raise DeepSTDPError("a new run needs its settings: only a resume takes the saved ones")
         run.check_start(resume, force)
         cfg = run.saved_config()
-    validated(cfg)
+    check_settings(cfg)
     with joined(devices.resolve(cfg.device)) as world, threads.pinned(cfg.threads):
         if cfg.batch_size % world.size:
             raise SettingError("batch_size", f"= {cfg.batch_size} must be divisible by the "
