@@ -416,6 +416,7 @@ def test_settings_load_without_numba():
     ({"epochs": True}, "epochs must be an integer >= 0"),
     ({"consolidation": -1}, "consolidation must be an integer >= 0, got -1"),
     ({"n_init": 0}, "n_init must be an integer >= 1, got 0"),
+    ({"online_samples": 0}, "online_samples must be an integer >= 1, got 0"),
     ({"anneal": 0.0}, "anneal must be a finite number > 0, got 0.0"),
     ({"synapse": "gap"}, "synapse must be one of excitatory, push-pull, got 'gap'"),
     ({"weight_norm": "l3"}, "weight_norm must be one of sum, l2"),
@@ -542,6 +543,20 @@ def test_consolidation_stops_at_a_fixed_point_with_the_weights_of_every_pass(blo
     net = STDPClustering(5, consolidation=12, **kw).fit(x)
     assert len(calls) < 12 and net.passes_ == 12  # stopped early, counted every pass
     np.testing.assert_array_equal(net.weights_, manual.weights_)
+
+
+def test_online_samples_trains_each_pass_on_a_fresh_subset_and_labels_all(blobs):
+    x = blobs[0].astype(np.float32)
+    full = STDPClustering(5, random_state=0, **FAST).fit(x)
+    np.testing.assert_array_equal(
+        STDPClustering(5, random_state=0, online_samples=len(x) + 1, **FAST).fit(x).weights_,
+        full.weights_)  # a cap above the set is the whole set, in the same order
+    net = STDPClustering(5, random_state=0, online_samples=150, **FAST).fit(x)
+    assert [int(w.sum()) for w in net.history_["wins"]] == [150] * FAST["epochs"]
+    assert len(net.labels_) == len(x)
+    again = STDPClustering(5, random_state=0, online_samples=150, **FAST).fit(x)
+    np.testing.assert_array_equal(again.weights_, net.weights_)
+    assert cluster_acc(blobs[1], net.labels_) > 0.9
 
 
 def test_spiking_consolidation_is_deterministic_and_sums_potentiation(blobs):

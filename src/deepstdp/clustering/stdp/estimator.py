@@ -118,6 +118,7 @@ class STDPClustering(Clusterer):
         time: int = STDPSettings.time,
         dt: float = STDPSettings.dt,
         epochs: int = STDPSettings.epochs,
+        online_samples: int | None = STDPSettings.online_samples,
         intensity: float = STDPSettings.intensity,
         intensity_step: float = STDPSettings.intensity_step,
         max_reshow: int = STDPSettings.max_reshow,
@@ -151,6 +152,7 @@ class STDPClustering(Clusterer):
         self.time = time
         self.dt = dt
         self.epochs = epochs
+        self.online_samples = online_samples
         self.intensity = intensity
         self.intensity_step = intensity_step
         self.max_reshow = max_reshow
@@ -441,7 +443,8 @@ class STDPClustering(Clusterer):
         won = np.zeros(n_neurons)
         for _ in range(self.epochs):
             order = np.random.default_rng([self.seed_, 1, self.passes_]).permutation(n)
-            winners, shows = np.empty(n, np.int64), np.empty(n, np.int64)
+            order = order[:self.online_samples]  # None: all; else a fresh random subset a pass
+            winners, shows = np.empty(len(order), np.int64), np.empty(len(order), np.int64)
             spikes = np.zeros(n_neurons, np.int64)
             kernels.train_pass(x, order, self.weights_, self.theta_, *args, self.norm_,
                                np.uint64(self.seed_), self.passes_, float(self.anneal or 0.0),

@@ -29,7 +29,8 @@ RULES: dict[str, Rule] = {
     "init": Rule(choices=INITS), "synapse": Rule(choices=SYNAPSES),
     "weight_norm": Rule(choices=WEIGHT_NORMS), "inference": Rule(choices=INFERENCES),
     "n_neurons": Rule(1), "time": Rule(1), "epochs": _NON_NEGATIVE,
-    "max_reshow": _NON_NEGATIVE, "consolidation": _NON_NEGATIVE, "n_init": Rule(1),
+    "max_reshow": _NON_NEGATIVE, "online_samples": Rule(1), "consolidation": _NON_NEGATIVE,
+    "n_init": Rule(1),
     "dt": _POSITIVE, "intensity": _POSITIVE, "intensity_step": _NON_NEGATIVE,
     "tau_m": _POSITIVE, "refractory": _NON_NEGATIVE, "theta_plus": _NON_NEGATIVE,
     "tau_theta": _POSITIVE, "inhibition": _NON_NEGATIVE, "nu_pre": _NON_NEGATIVE,
@@ -61,6 +62,11 @@ class STDPSettings:
     epochs: int = 2
     """Online STDP passes over the data per fit / partial_fit call; consolidation then makes
     each neuron the mean of what it won, so 2 cluster as well as 3 (0.10, docs/snn.md)."""
+    online_samples: int | None = None
+    """Samples each online pass trains on: None, all of them; else a random subset of this
+    many, drawn afresh every pass (consolidation and labelling still see every sample). The
+    online passes cost the most and are where a large set (100,000 images) can be sampled:
+    consolidation then averages every sample a neuron wins."""
     intensity: float = 64.0
     """Input rate of a sample's largest |component| (Diehl & Cook's 63.75 Hz)."""
     intensity_step: float = 32.0
