@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
@@ -43,6 +42,7 @@ from deepstdp.network.features import embed, extract_features
 from deepstdp.network.models import ConvNet
 from deepstdp.runtime import threads
 from deepstdp.runtime.devices import choose
+from deepstdp.runtime.util import peak_memory_gib
 
 GIB = 2**30
 
@@ -168,10 +168,6 @@ def phases(cfg: TrainConfig) -> None:
     print(f"process peak (largest phase peak): {max(peaks):.2f} GiB")
 
 
-def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / GIB
-
-
 def epoch(cfg: TrainConfig) -> None:
     """`deepstdp train` for epochs 0 and 1: each epoch's seconds by phase, the process's peak."""
     t = time.perf_counter()
@@ -183,7 +179,7 @@ def epoch(cfg: TrainConfig) -> None:
         print(f"epoch {row['epoch']}: {sum(parts.values()):.1f} s "
               f"({', '.join(f'{p} {s:.1f}' for p, s in parts.items())}), {row['precision']}, "
               f"ACC {row['acc']:.3f}, k-NN {row['knn_acc']:.3f}, probe {row['probe_acc']:.3f}")
-    print(f"wall {wall:.0f} s, peak resident memory (ru_maxrss) {_peak_gib():.2f} GiB")
+    print(f"wall {wall:.0f} s, peak resident memory (ru_maxrss) {peak_memory_gib():.2f} GiB")
 
 
 def main() -> None:

@@ -68,6 +68,7 @@ BAD_TRAIN = [
     (["--device", "tpu"], "--device must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
     (["--device", "cpu", "--precision", "fp16"], "--precision fp16 needs a CUDA or MPS device"),
     (["--knn-k", "0"], "--knn-k must be in [1, 10000]"),
+    (["--probe-every", "0"], "--probe-every must be in [1, 100000]"),
     (["--warmup-epochs", "-1"], "--warmup-epochs must be in [0, 100000]"),
     (["--qcfs-levels", "0"], "--qcfs-levels must be in [1, 1024]"),
     (["--epochs", "two"], "argument --epochs: invalid int value: 'two'"),

@@ -64,6 +64,22 @@ def test_batchnorm_folding_leaves_outputs_unchanged():
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * want.abs().max())
 
 
+@pytest.mark.parametrize("kwargs", [dict(pool="max"), dict(pool="avg", pool_first=True),
+                                    dict(pool="avg", activation="qcfs"), dict(sobel=False)])
+def test_the_inference_copy_folds_batchnorm_and_keeps_the_features(kwargs):
+    """What feature extraction runs (ConvNet.for_inference): no BatchNorm left, the same
+    features up to float rounding, and the original untouched."""
+    model = random_net(**kwargs)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    folded = model.for_inference()
+    assert not any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) for m in folded.modules())
+    x = torch.randn(32, 1, 16, 16)
+    with torch.no_grad():
+        want, got = model.features(x), folded.features(x)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * want.abs().max())
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
 def rate_errors(model: ConvNet, x: torch.Tensor, timesteps: list[int]) -> list[float]:
     """Mean |count / T * threshold - activation| / mean activation of the feature layer."""
     snn = convert(model, x, ConversionSettings(percentile=99.9))

@@ -15,7 +15,7 @@ import pytest
 from conftest import fault_site
 
 from deepstdp.config import TrainConfig
-from deepstdp.loop.training import train
+from deepstdp.loop.training import MACHINE, train
 from deepstdp.run.loaded import load_run
 from deepstdp.runtime.distributed import ALONE, World
 
@@ -86,7 +86,7 @@ def exit_codes(res: subprocess.CompletedProcess) -> list[str]:
 
 
 def without_times(out: Path) -> list[dict]:
-    return [{k: v for k, v in r.items() if not k.startswith("time_")} for r in rows(out)]
+    return [{k: v for k, v in r.items() if k not in MACHINE} for r in rows(out)]
 
 
 def test_two_gloo_processes_match_one_process_at_the_same_global_batch(tmp_path):

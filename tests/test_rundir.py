@@ -16,7 +16,7 @@ from conftest import fault_site, wait_for
 from deepstdp import load_run
 from deepstdp.cli import main
 from deepstdp.config import TrainConfig
-from deepstdp.loop.training import train
+from deepstdp.loop.training import MACHINE, train
 from deepstdp.run.rundir import Checkpoint, RunDir
 from deepstdp.runtime.util import DeepSTDPError
 
@@ -24,12 +24,11 @@ SMALL = dict(widths="16,M", feat_dim=32, pca_dim=16, image_size=12, threads=1,
              precision="fp32", k_train=20)
 SMALL_ARGS = ["--precision", "fp32", "--k-train", "20", "--widths", "16,M", "--feat-dim", "32",
               "--pca-dim", "16", "--image-size", "12", "--threads", "1", "--quiet"]
-TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
 
 
 def rows_without_times(path: Path) -> list[dict]:
     rows = [json.loads(x) for x in (path / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+    return [{k: v for k, v in r.items() if k not in MACHINE} for r in rows]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -6,18 +6,17 @@ import numpy as np
 import pytest
 
 from deepstdp.config import TrainConfig
-from deepstdp.loop.training import train
+from deepstdp.loop.training import MACHINE, train
 
 # Small and quick: fp32 skips the bf16 timing probe, 20 target clusters keep k-means cheap.
 # The spiking layer's tests fit 2 starts and 3 consolidation passes (defaults 10 and 10).
 QUICK_STDP = {"time": 100, "epochs": 1, "n_init": 2, "consolidation": 3}
 SMALL = dict(widths="16,M,32,M", feat_dim=64, pca_dim=32, threads=2, image_size=16,
              precision="fp32", k_train=20)
-TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
 
 
 def strip_times(rows):
-    return [{k: v for k, v in r.items() if k not in TIMES} for r in rows]
+    return [{k: v for k, v in r.items() if k not in MACHINE} for r in rows]
 
 
 def test_two_epochs_on_digits_write_a_complete_run(tmp_path):
@@ -28,7 +27,7 @@ def test_two_epochs_on_digits_write_a_complete_run(tmp_path):
     saved = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
     assert saved == json.loads(json.dumps(rows))
     keys = {"epoch", "acc", "nmi", "ari", "nmi_prev", "val_acc", "val_nmi", "val_ari",
-            "cluster_sizes", *TIMES}
+            "cluster_sizes", *MACHINE}
     assert keys <= set(saved[-1])
     assert sum(saved[-1]["cluster_sizes"]) == 1437 and len(saved[-1]["cluster_sizes"]) == 10
     assert saved[0]["nmi_prev"] is None and 0 < saved[-1]["nmi_prev"] <= 1
@@ -294,3 +293,11 @@ def test_warm_k_means_starts_from_last_epochs_clusters_and_resumes_exactly(tmp_p
     train(TrainConfig(epochs=1, **warm), tmp_path / "b", quiet=True)
     b = train(TrainConfig(epochs=2, **warm), tmp_path / "b", resume=True, quiet=True)
     assert strip_times(b) == strip_times(a)
+
+
+def test_the_probes_run_every_few_epochs_and_always_at_the_first_and_last(tmp_path):
+    rows = train(TrainConfig(epochs=3, probe_every=2, **SMALL), tmp_path / "run", quiet=True)
+    measured = [r["knn_acc"] is not None and r["probe_acc"] is not None for r in rows]
+    assert measured == [True, False, True, True]
+    assert rows[1]["acc"] is not None and rows[-1]["peak_memory_gib"] > 0
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0

@@ -215,6 +215,9 @@ def add_loop_args(p: argparse.ArgumentParser, g: Any) -> None:
     g.add_argument("--weight-decay", type=float, help=default("weight_decay"))
     g.add_argument("--knn-k", type=int,
                    help=f"neighbours of the k-NN diagnostic {default('knn_k')}")
+    g.add_argument("--probe-every", type=int, metavar="N",
+                   help="the k-NN and linear probe every N epochs (and at the first and last) "
+                        f"{default('probe_every')}")
 
 
 def given(args: argparse.Namespace, settings: type) -> dict[str, Any]:

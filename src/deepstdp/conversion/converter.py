@@ -41,7 +41,7 @@ from deepstdp.conversion.network import Op, SpikingNet, run_ops
 from deepstdp.conversion.settings import CODINGS, READOUTS, ConversionSettings
 from deepstdp.data.datasets import Data
 from deepstdp.network.activations import QCFS, qcfs
-from deepstdp.network.models import ConvNet, Sobel
+from deepstdp.network.models import BATCHNORM, ConvNet, Sobel, fold_batchnorm
 from deepstdp.network.synapses import WEIGHTED, pair, pool_link
 from deepstdp.run.loaded import model_from_checkpoint
 from deepstdp.run.rundir import (
@@ -53,17 +53,6 @@ from deepstdp.run.rundir import (
 )
 from deepstdp.runtime.util import DeepSTDPError, atomic_write
 
-BATCHNORM = nn.BatchNorm1d | nn.BatchNorm2d
-
-
-def _fold_bn(weight: torch.Tensor, bias: torch.Tensor | None,
-             bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """BN(W x + b) = (W * g) x + (b - mean) * g + beta, g = gamma / sqrt(var + eps)."""
-    g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    b = torch.zeros_like(bn.running_mean) if bias is None else bias.detach()
-    w = weight.detach() * g.reshape(-1, *([1] * (weight.dim() - 1)))
-    return w, (b - bn.running_mean) * g + bn.bias.detach()
-
 
 def _fold_weighted(name: str, m: nn.Conv2d | nn.Linear, bn: nn.Module | None) -> Op:
     """A conv or linear layer with the BatchNorm that follows it (if any) folded in."""
@@ -73,7 +62,7 @@ def _fold_weighted(name: str, m: nn.Conv2d | nn.Linear, bn: nn.Module | None) ->
                             "convolutions (no groups, dilation or padding modes)")
     w, b = m.weight.detach(), m.bias
     if bn is not None:
-        w, b = _fold_bn(w, b, bn)
+        w, b = fold_batchnorm(w, b, bn)
     b = None if b is None else b.detach().clone()
     if isinstance(m, nn.Linear):
         return Op("linear", name, w.clone(), b)

@@ -25,7 +25,7 @@ import numpy as np
 
 from deepstdp.config import TrainConfig
 from deepstdp.conversion.settings import AGREEMENT, SpikingCheck
-from deepstdp.loop.training import train
+from deepstdp.loop.training import TIMES, train
 from deepstdp.registry import check_settings
 from deepstdp.run.rundir import (
     CLUSTERS,
@@ -54,7 +54,6 @@ the deep-clustering way (k clusters matched one to one to the classes, Hungarian
 scored Diehl & Cook's way (the k_train target clusters named by majority vote), and the
 mismatch of the two protocols (k-means by Hungarian against STDP by majority vote) that the
 paper's figures may stand on, reported as what it is (docs/reproduction.md)."""
-TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
 
 
 def run_dir(out: Path, clusterer: str, seed: int) -> Path:

@@ -44,7 +44,7 @@ from deepstdp.run.tensorboard import check_available as check_tensorboard
 from deepstdp.runtime import devices, threads
 from deepstdp.runtime.devices import Compute
 from deepstdp.runtime.distributed import ALONE, World, joined
-from deepstdp.runtime.util import DeepSTDPError, SettingError
+from deepstdp.runtime.util import DeepSTDPError, SettingError, peak_memory_gib
 
 
 def epoch_seed(seed: int, epoch: int, stream: int) -> int:
@@ -256,12 +256,24 @@ class TargetClusters(NamedTuple):
     n: int
 
 
+TIMES = ("time_train", "time_features", "time_cluster", "time_eval")
+"""An epoch's seconds by phase: training, feature extraction, clustering (with the next
+targets), and measuring (val clusters, scores, k-NN and probe)."""
+MACHINE = (*TIMES, "peak_memory_gib")
+"""The row's measures of the machine rather than of the run (`peak_memory_gib`: the process's
+peak resident memory so far): identical runs differ in them, and only in them."""
+
 LABEL_SCORES = ("acc", "nmi", "ari", "val_acc", "val_nmi", "val_ari", "mv_acc", "val_mv_acc",
                 "knn_acc", "probe_acc", "target_nmi")
 """An epoch's scores against the true labels: None where a split has no labelled image."""
 
 
-def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
+def probes_due(cfg: TrainConfig, epoch: int) -> bool:
+    """Whether epoch `epoch` runs the k-NN and linear probe (`probe_every`)."""
+    return epoch % cfg.probe_every == 0 or epoch == cfg.epochs
+
+
+def epoch_metrics(cfg: TrainConfig, data: Data, epoch: int, k: int, new: np.ndarray,
                   last: np.ndarray | None, val_pred: np.ndarray, targets: Targets,
                   f_train: np.ndarray, f_val: np.ndarray,
                   last_targets: np.ndarray | None = None,
@@ -269,9 +281,9 @@ def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
     """The epoch's row: the evaluated clustering against the classes (train and val), its NMI
     to last epoch's, the majority-vote readout of the target clusters (`mv_acc`,
     `val_mv_acc`: Diehl & Cook's, docs/reproduction.md), k-NN and linear-probe accuracy of
-    the features, and the targets' NMI and size range. The true labels are read here only,
-    and only the labelled images are scored (label -1: an image without one); a split with
-    none leaves its scores None (LABEL_SCORES)."""
+    the features (on the epochs `probes_due`), and the targets' NMI and size range. The true
+    labels are read here only, and only the labelled images are scored (label -1: an image
+    without one); a split with none leaves its scores None (LABEL_SCORES)."""
     y_train, y_val = data.train.labels, data.val.labels
     on_train, on_val = y_train >= 0, y_val >= 0
     row: dict[str, Any] = dict.fromkeys(LABEL_SCORES)
@@ -289,7 +301,7 @@ def epoch_metrics(cfg: TrainConfig, data: Data, k: int, new: np.ndarray,
             row.update(majority_metrics(y_train[on_train], target_clusters.train[on_train],
                                         y_val[on_val], target_clusters.val[on_val],
                                         target_clusters.n))
-    if on_train.any() and on_val.any():
+    if on_train.any() and on_val.any() and probes_due(cfg, epoch):
         args = (f_train[on_train], y_train[on_train], f_val[on_val], y_val[on_val])
         row["knn_acc"] = knn_accuracy(*args, k=cfg.knn_k)
         row["probe_acc"] = linear_probe_accuracy(*args)
@@ -430,7 +442,8 @@ def _train(cfg: TrainConfig, run: RunDir, data: Data, model: ConvNet, k: int, k_
                                     threads.available())):
                 row.update(_cluster_and_measure(cfg, data, model, k, k_train, epoch, state,
                                                 feats, f_val, progress))
-            row.update(time_train=t1 - t0, time_features=t2 - t1)
+            row.update(time_train=t1 - t0, time_features=t2 - t1,
+                       peak_memory_gib=peak_memory_gib())
             _save(cfg, run, data, model, optimizer, k, epoch, state, row, log)
             if progress:
                 print(format_row(row), flush=True)
@@ -470,8 +483,8 @@ def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k
     target_clusters = TargetClusters(
         target_layer.labels_, val_pred if target_layer is clusterer else
         target_layer.predict(z_val), k_train)
-    row = epoch_metrics(cfg, data, k, new, state.labels, val_pred, state.targets, feats, f_val,
-                        last_targets, target_clusters)
+    row = epoch_metrics(cfg, data, epoch, k, new, state.labels, val_pred, state.targets, feats,
+                        f_val, last_targets, target_clusters)
     row.update(getattr(clusterer, "diagnostics", dict)())
     state.labels = new
     t4 = time.perf_counter()
@@ -520,7 +533,7 @@ def format_row(r: dict[str, Any]) -> str:
         return "-" if r.get(key) is None else f"{r[key]:.3f}"
 
     sizes = r["cluster_sizes"]
-    secs = r["time_train"] + r["time_features"] + r["time_cluster"] + r["time_eval"]
+    secs = sum(r[t] for t in TIMES)
     loss = "" if r["loss"] is None else f"loss {r['loss']:.3f}  "
     return (f"epoch {r['epoch']:3d}  {loss}ACC {f('acc')} NMI {f('nmi')} ARI {f('ari')} | "
             f"val ACC {f('val_acc')} NMI {f('val_nmi')} ARI {f('val_ari')} | majority vote of "

@@ -21,6 +21,13 @@ def _values(rows: list[dict[str, Any]], key: str) -> list[float]:
     return [np.nan if r.get(key) is None else r[key] for r in rows]
 
 
+def _measured(epochs: Any, values: Any, *more: Any) -> list[np.ndarray]:
+    """The epochs where `values` is a number, with the values (and `more`, alike) there: the
+    lines join the epochs measured across those skipped (`probe_every`)."""
+    keep = np.isfinite(np.asarray(values, dtype=float))
+    return [np.asarray(a)[keep] for a in (epochs, values, *more)]
+
+
 def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str | None = None) -> None:
     """ACC, NMI and ARI per epoch (train solid, val dashed), the majority-vote readout of the
     target clusters beside ACC where the rows have it, and the feature diagnostics."""
@@ -40,7 +47,7 @@ def plot_curves(rows: list[dict[str, Any]], path: str | Path, title: str | None 
     axes[0].legend(fontsize=8)
     ax = axes[3]
     for m, label in (("knn_acc", "k-NN"), ("probe_acc", "linear probe")):
-        ax.plot(epochs, _values(rows, m), "o-", ms=3, label=label)
+        ax.plot(*_measured(epochs, _values(rows, m)), "o-", ms=3, label=label)
     ax.set_title("features: val accuracy")
     ax.legend()
     for ax in axes:
@@ -67,9 +74,9 @@ def plot_compare_curves(data: dict[str, dict[str, Any]], path: str | Path,
             ax = axes[row, col]
             for name, d in data.items():
                 vals = d[m]
-                mean, std = vals.mean(0), vals.std(0)
-                line, = ax.plot(d["epoch"], mean, "o-", ms=3, label=name)
-                ax.fill_between(d["epoch"], mean - std, mean + std, color=line.get_color(),
+                epochs, mean, std = _measured(d["epoch"], vals.mean(0), vals.std(0))
+                line, = ax.plot(epochs, mean, "o-", ms=3, label=name)
+                ax.fill_between(epochs, mean - std, mean + std, color=line.get_color(),
                                 alpha=0.2)
             ax.set_title(title)
             ax.grid(alpha=0.3)

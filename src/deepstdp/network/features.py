@@ -19,8 +19,9 @@ def extract_features(model: ConvNet, x: torch.Tensor | ImageTensor,
                      desc: str = "features") -> np.ndarray:
     """float32 (N, feat_dim) features of the images `x`, by the model on `compute.device`,
     written batch by batch into one host array (a list of batches joined at the end would hold
-    the whole matrix twice)."""
-    model.eval()
+    the whole matrix twice). The model runs with its BatchNorm folded in
+    (ConvNet.for_inference)."""
+    model = model.for_inference()
     out = None
     for i in tqdm(range(0, len(x), batch), desc=desc, disable=not progress, leave=False):
         xb = batch_on(x, slice(i, i + batch), compute).contiguous(

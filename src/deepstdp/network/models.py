@@ -6,12 +6,42 @@ so the trained network converts to integrate-and-fire neurons by rate-based ANN-
 
 from __future__ import annotations
 
+from copy import deepcopy as copy_module
+
 import torch
 from torch import nn
 
 from deepstdp.config import POOLS, TrainConfig, parse_widths
 from deepstdp.network.activations import make_activation
 from deepstdp.runtime.util import DeepSTDPError
+
+BATCHNORM = nn.BatchNorm1d | nn.BatchNorm2d
+
+
+def fold_batchnorm(weight: torch.Tensor, bias: torch.Tensor | None,
+                   bn: nn.BatchNorm1d | nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """The weight and bias of a conv or linear layer with the eval-mode BatchNorm `bn` that
+    follows it folded in: BN(W x + b) = (W * g) x + (b - mean) * g + beta, with
+    g = gamma / sqrt(var + eps). Exact up to float rounding."""
+    g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    b = torch.zeros_like(bn.running_mean) if bias is None else bias.detach()
+    w = weight.detach() * g.reshape(-1, *([1] * (weight.dim() - 1)))
+    return w, (b - bn.running_mean) * g + bn.bias.detach()
+
+
+def _folded(seq: nn.Sequential) -> nn.Sequential:
+    """`seq` (eval mode) with each BatchNorm that directly follows a conv or linear layer folded
+    into that layer."""
+    out: list[nn.Module] = []
+    for m in seq:
+        last = out[-1] if out else None
+        if isinstance(m, BATCHNORM) and isinstance(last, nn.Conv2d | nn.Linear):
+            w, b = fold_batchnorm(last.weight, last.bias, m)
+            last.weight = nn.Parameter(w, requires_grad=False)
+            last.bias = nn.Parameter(b, requires_grad=False)
+        else:
+            out.append(m)
+    return nn.Sequential(*out)
 
 
 class Sobel(nn.Module):
@@ -155,6 +185,15 @@ class ConvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.body(self.sobel(x)))
+
+    def for_inference(self) -> ConvNet:
+        """A copy in eval mode with every BatchNorm folded into the layer before it: the same
+        features up to float rounding (about 1e-6 relative), a quarter less time at 32 px on a
+        CPU, where BatchNorm took a quarter of an eval forward pass (docs/pipeline.md). Not
+        for training: the copy shares nothing with the original."""
+        copy = copy_module(self).eval()
+        copy.body, copy.head = _folded(copy.body), _folded(copy.head)
+        return copy
 
     def embed_features(self, features: torch.Tensor) -> torch.Tensor:
         if self.proj is None:
