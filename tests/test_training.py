@@ -104,12 +104,14 @@ def test_targets_carry_refits_the_evaluated_layer_and_continues_the_targets(tmp_
     assert ck["clusterer"]["targets"]["passes"] == 3 * per_fit  # epochs 0-2, carried
     assert ck["clusterer"]["evaluated"]["passes"] == per_fit  # fitted at epoch 2 alone
     assert a[-1]["stdp_passes"] == per_fit and min(a[-1]["cluster_sizes"]) > 0
+    assert a[-1]["targets_stdp_passes"] == 3 * per_fit  # the targets layer's own counters
     train(TrainConfig(epochs=1, **stdp), tmp_path / "b", quiet=True)
     b = train(TrainConfig(epochs=2, **stdp), tmp_path / "b", resume=True, quiet=True)
     assert strip_times(b) == strip_times(a)
     # k_train == k: one layer evaluates and makes the targets, and it goes on.
     one = train(TrainConfig(epochs=1, **{**stdp, "k_train": 10}), tmp_path / "c", quiet=True)
     assert one[-1]["stdp_passes"] == 2 * per_fit
+    assert not any(key.startswith("targets_") for key in one[-1])
 
 
 def test_thread_count_survives_the_spiking_layer():
@@ -290,6 +292,7 @@ def test_warm_k_means_starts_from_last_epochs_clusters_and_resumes_exactly(tmp_p
     warm = dict(kmeans_warm=True, seed=4, **SMALL)
     a = train(TrainConfig(epochs=2, **warm), tmp_path / "a", quiet=True)
     assert a[-1]["acc"] > 0.3 and min(a[-1]["cluster_sizes"]) > 0
+    assert 1 <= a[-1]["kmeans_iterations"] <= 100 and a[-1]["targets_kmeans_iterations"] >= 1
     train(TrainConfig(epochs=1, **warm), tmp_path / "b", quiet=True)
     b = train(TrainConfig(epochs=2, **warm), tmp_path / "b", resume=True, quiet=True)
     assert strip_times(b) == strip_times(a)

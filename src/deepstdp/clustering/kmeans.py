@@ -117,6 +117,11 @@ class KMeansClustering(Clusterer):
         two = np.partition(d2, 1, axis=1)[:, :2]
         return (two[:, 1] - two[:, 0]).astype(np.float64)
 
+    def diagnostics(self) -> dict[str, Any]:
+        """Scalars for the training log: the Lloyd iterations of the last fit (of its best
+        start), which tells whether a warm start converges sooner or runs into max_iter."""
+        return {"kmeans_iterations": self.n_iter_} if hasattr(self, "n_iter_") else {}
+
     def state_dict(self) -> dict[str, Any]:
         if not hasattr(self, "labels_"):
             return {}
