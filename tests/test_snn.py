@@ -545,6 +545,16 @@ def test_consolidation_stops_at_a_fixed_point_with_the_weights_of_every_pass(blo
     np.testing.assert_array_equal(net.weights_, manual.weights_)
 
 
+def test_quality_in_blocks_is_the_whole_matrix_s(blobs, monkeypatch):
+    import deepstdp.clustering.stdp.estimator as est
+
+    net = STDPClustering(5, random_state=0, **FAST).fit(blobs[0])
+    x = blobs[0].astype(np.float32)
+    whole = float(net._drive(x).max(axis=1).mean() / net._self_drive(x))
+    monkeypatch.setattr(est, "_QUALITY_BLOCK", 5 * 7)  # blocks of 7 samples, the last short
+    assert net.quality(x) == pytest.approx(whole, rel=1e-12)
+
+
 def test_online_samples_trains_each_pass_on_a_fresh_subset_and_labels_all(blobs):
     x = blobs[0].astype(np.float32)
     full = STDPClustering(5, random_state=0, **FAST).fit(x)

@@ -80,6 +80,10 @@ class PresentationTrace:
 
 _SETTINGS = tuple(f.name for f in dataclasses.fields(STDPSettings))
 _HISTORY = ("spikes", "wins", "theta")
+_QUALITY_BLOCK = 2**24
+"""`quality` takes each sample's best drive over this many (sample, neuron) pairs at a time:
+the whole float64 matrix at 100,000 samples and 2,000 neurons was 1.6 GB, most of a 200-class
+run's peak memory (docs/pipeline.md, "Scaling")."""
 
 
 class STDPClustering(Clusterer):
@@ -209,8 +213,10 @@ class STDPClustering(Clusterer):
         fit chooses among its n_init starts by it, as k-means chooses by inertia."""
         _check_fitted(self)
         x = _writable(self._validate_input(X))
-        drive = self._drive(x)
-        return float(drive.max(axis=1).mean() / self._self_drive(x))
+        rows = max(1, _QUALITY_BLOCK // self.n_neurons_)
+        best = np.concatenate([self._drive(x[i:i + rows]).max(axis=1)
+                               for i in range(0, len(x), rows)])
+        return float(best.mean() / self._self_drive(x))
 
     def partial_fit(self, X: Any, y: Any = None) -> Self:
         """Train `epochs` more passes from the current state (fit if unfitted), relabel X."""
