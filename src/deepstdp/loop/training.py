@@ -487,8 +487,8 @@ def _cluster_and_measure(cfg: TrainConfig, data: Data, model: ConvNet, k: int, k
                         f_val, last_targets, target_clusters)
     row.update(getattr(clusterer, "diagnostics", dict)())
     if target_layer is not clusterer:
-        row.update({f"targets_{k}": v
-                    for k, v in getattr(target_layer, "diagnostics", dict)().items()})
+        row.update({f"targets_{key}": value
+                    for key, value in getattr(target_layer, "diagnostics", dict)().items()})
     state.labels = new
     t4 = time.perf_counter()
     row.update(time_cluster=t3 - t2, time_eval=t4 - t3)
