@@ -20,7 +20,6 @@ statistics, as `deepstdp predict` does. Labels are read only to score.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
@@ -33,6 +32,7 @@ from deepstdp.network.features import embed, extract_features
 from deepstdp.registry import make_clusterer
 from deepstdp.run.loaded import LoadedRun, load_run
 from deepstdp.runtime import threads
+from deepstdp.runtime.util import write_json_atomic
 
 
 def transfer(run: LoadedRun, data_root: str, seeds: list[int]) -> dict:
@@ -73,6 +73,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the rows to this file")
     a = p.parse_args()
+    if not 1 <= a.seeds <= 100:
+        p.error(f"--seeds must be in [1, 100], got {a.seeds}")
     rows = []
     with threads.pinned(a.threads):
         for path in a.runs:
@@ -87,8 +89,7 @@ def main() -> None:
                       f"val ACC {r['val_acc'][0]:.3f}  (k = {r['k']}, {len(r['seeds'])} seeds, "
                       f"{time.perf_counter() - t:.0f} s)", flush=True)
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(rows, f, indent=1)
+        write_json_atomic(a.json, rows)
 
 
 if __name__ == "__main__":
