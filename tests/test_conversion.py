@@ -78,6 +78,7 @@ def test_the_inference_copy_folds_batchnorm_and_keeps_the_features(kwargs):
         want, got = model.features(x), folded.features(x)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-6 * want.abs().max())
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert folded.for_inference() is folded and not model.inference_only
 
 
 def rate_errors(model: ConvNet, x: torch.Tensor, timesteps: list[int]) -> list[float]:

@@ -8,6 +8,7 @@ does not depend on the other images of its batch (tests/test_predict.py checks i
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -43,6 +44,7 @@ def predict_images(run: LoadedRun, paths: list[Path], batch: int = 256,
         raise DeepSTDPError("no images to assign")
     channels = len(run.checkpoint.input_mean)
     size = run.config.image_size
+    run = dataclasses.replace(run, model=run.model.for_inference())  # folded once, not per batch
     out: dict[str, list[np.ndarray]] = {"cluster": [], "target_cluster": [], "margin": []}
     for i in tqdm(range(0, len(paths), batch), desc="predict", unit="batch", leave=False,
                   disable=not progress):
