@@ -31,8 +31,9 @@ from deepstdp.measures.probes import knn_accuracy, linear_probe_accuracy
 from deepstdp.network.features import embed, extract_features
 from deepstdp.registry import make_clusterer
 from deepstdp.run.loaded import LoadedRun, load_run
+from deepstdp.run.rundir import check_output_file
 from deepstdp.runtime import threads
-from deepstdp.runtime.util import write_json_atomic
+from deepstdp.runtime.util import DeepSTDPError, write_json_atomic
 
 
 def transfer(run: LoadedRun, data_root: str, seeds: list[int]) -> dict:
@@ -72,9 +73,15 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=5, help="clusterer seeds (default 5)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", help="also write the rows to this file")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     a = p.parse_args()
     if not 1 <= a.seeds <= 100:
         p.error(f"--seeds must be in [1, 100], got {a.seeds}")
+    if a.json:
+        try:
+            check_output_file(a.json, a.force)  # before any work, as the CLI's outputs
+        except DeepSTDPError as e:
+            p.error(str(e))
     rows = []
     with threads.pinned(a.threads):
         for path in a.runs:

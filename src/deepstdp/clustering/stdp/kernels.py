@@ -486,7 +486,7 @@ def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, 
     runs in SIMD lanes, skipping zero rates): every neuron's sum runs over the inputs in
     order, whatever the sample's batch or thread, so a result depends on the sample alone.
     Summing a neuron's dot product per sample instead read the whole weight matrix from
-    memory once a sample: 1.5-2x slower at 2,000 neurons of 32 inputs (docs/snn.md)."""
+    memory once a sample: 1.7-2.6x slower at 2,000 neurons of 32 inputs (docs/snn.md)."""
     d, n = x.shape[1], w.shape[1]
     w_on, w_off = np.empty((d, n)), np.empty((d, n))
     for k in range(d):
@@ -502,9 +502,9 @@ def expected_pass(x: np.ndarray, w: np.ndarray, theta: np.ndarray, pmax: float, 
                 scale = max(scale, abs(x[s, k]))
             drive[:] = 0.0
             for k in range(d if scale > 0.0 else 0):
-                r = pmax * x[s, k] / scale
-                row = w_on[k] if signed or r > 0 else w_off[k]
-                r = r if signed or r > 0 else -r
+                r, row = pmax * x[s, k] / scale, w_on[k]
+                if not signed and r < 0:
+                    r, row = -r, w_off[k]
                 if r != 0.0:
                     for j in range(n):
                         drive[j] += r * row[j]
