@@ -77,24 +77,26 @@ def main() -> None:
     a = p.parse_args()
     if not 1 <= a.seeds <= 100:
         p.error(f"--seeds must be in [1, 100], got {a.seeds}")
-    if a.json:
-        try:
-            check_output_file(a.json, a.force)  # before any work, as the CLI's outputs
-        except DeepSTDPError as e:
-            p.error(str(e))
-    rows = []
-    with threads.pinned(a.threads):
-        for path in a.runs:
-            run = load_run(path)
-            for root in a.data_root:
-                t = time.perf_counter()
-                r = {"run": path, **transfer(run, root, list(range(a.seeds)))}
-                rows.append(r)
-                print(f"{path} (epoch {r['epoch']}, {r['clusterer']}) on {root}: "
-                      f"k-NN {r['knn_acc']:.3f}  probe {r['probe_acc']:.3f}  "
-                      f"ACC {r['acc'][0]:.3f} +- {r['acc'][1]:.3f}  NMI {r['nmi'][0]:.3f}  "
-                      f"val ACC {r['val_acc'][0]:.3f}  (k = {r['k']}, {len(r['seeds'])} seeds, "
-                      f"{time.perf_counter() - t:.0f} s)", flush=True)
+    try:  # every input checked before any work; a library error is one line, exit 2
+        threads.check(a.threads)
+        if a.json:
+            check_output_file(a.json, a.force)
+        runs = [(path, load_run(path)) for path in a.runs]
+        rows = []
+        with threads.pinned(a.threads):
+            for path, run in runs:
+                for root in a.data_root:
+                    t = time.perf_counter()
+                    r = {"run": path, **transfer(run, root, list(range(a.seeds)))}
+                    rows.append(r)
+                    print(f"{path} (epoch {r['epoch']}, {r['clusterer']}) on {root}: "
+                          f"k-NN {r['knn_acc']:.3f}  probe {r['probe_acc']:.3f}  "
+                          f"ACC {r['acc'][0]:.3f} +- {r['acc'][1]:.3f}  "
+                          f"NMI {r['nmi'][0]:.3f}  val ACC {r['val_acc'][0]:.3f}  "
+                          f"(k = {r['k']}, {len(r['seeds'])} seeds, "
+                          f"{time.perf_counter() - t:.0f} s)", flush=True)
+    except DeepSTDPError as e:
+        p.error(str(e))
     if a.json:
         write_json_atomic(a.json, rows)
 
